@@ -34,6 +34,7 @@ collection-link:
 
 lint: setup ## yamllint, ruff, ansible-lint (production profile)
 	yamllint -s .
+	antsibull-changelog lint
 	ruff check .
 	ruff format --check .
 	ansible-lint --profile production
