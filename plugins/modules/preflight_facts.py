@@ -1,0 +1,206 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: anvil.cluster contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: preflight_facts
+short_description: Read-only facts about a host for the cluster preflight checks
+version_added: 0.1.0
+description:
+  - Collects what the preflight checks need to judge a host before anything is changed on it
+    (operating system, CPU and memory, swap, kernel features, listening ports and their owners,
+    machine id, addresses, clock, reachability of the artifact mirror, existing Kubernetes parts).
+  - Never changes the host (no modprobe, no sysctl writes), so it also runs in check mode.
+  - The judgement itself is made on the controller by the P(anvil.cluster.preflight_evaluate#filter) filter.
+author:
+  - anvil.cluster maintainers
+options:
+  mirror_url:
+    description: Base URL of the artifact mirror (files and apt repository); probed with an HTTP GET.
+    type: str
+  registry:
+    description: Registry mirror as C(host:port); its C(/v2/) endpoint is probed.
+    type: str
+  registry_scheme:
+    description: Scheme used for the registry probe.
+    type: str
+    choices: [http, https]
+    default: http
+  validate_certs:
+    description: Verify TLS certificates of the mirror and registry.
+    type: bool
+    default: true
+  kubelet_path:
+    description: Where an installed kubelet would be, to read its version.
+    type: path
+    default: /usr/local/bin/kubelet
+  timeout:
+    description: Seconds to wait for each network probe.
+    type: int
+    default: 5
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Gather preflight facts
+  anvil.cluster.preflight_facts:
+    mirror_url: http://198.18.0.1:8080
+    registry: 198.18.0.1:5000
+  register: preflight_raw
+"""
+
+RETURN = r"""
+preflight:
+  description: Raw facts about the host.
+  returned: always
+  type: dict
+  contains:
+    hostname:
+      description: The host's kernel host name.
+      type: str
+    machine_id:
+      description: Content of /etc/machine-id.
+      type: str
+    os:
+      description: Parsed /etc/os-release.
+      type: dict
+    cpus:
+      description: Online CPUs.
+      type: int
+    memory_mb:
+      description: Total memory in MiB.
+      type: int
+    swap_mb:
+      description: Active swap in MiB.
+      type: int
+    cgroup_version:
+      description: 1 or 2.
+      type: int
+    kernel_features:
+      description: Feature name to active, builtin, module, missing or unknown.
+      type: dict
+    listening_ports:
+      description: TCP port (as a string) to the names of the processes listening on it.
+      type: dict
+    ipv4:
+      description: IPv4 addresses with interface and prefix length.
+      type: list
+      elements: dict
+    time_epoch:
+      description: The host clock (seconds since the epoch) when probed.
+      type: float
+    mirror:
+      description: Result of the mirror probe (ok, url, error).
+      type: dict
+    registry:
+      description: Result of the registry probe (ok, url, error).
+      type: dict
+    kubelet_version:
+      description: Version of an installed kubelet, or null.
+      type: str
+    joined:
+      description: Whether the host already belongs to a cluster (/etc/kubernetes/kubelet.conf exists).
+      type: bool
+"""
+
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.urls import open_url
+from ansible_collections.anvil.cluster.plugins.module_utils import preflight_facts as pf
+
+
+def _probe(url, module):
+    result = {"url": url, "ok": False, "error": None}
+    try:
+        response = open_url(
+            url,
+            method="GET",
+            timeout=module.params["timeout"],
+            validate_certs=module.params["validate_certs"],
+        )
+        result["ok"] = True
+        result["status"] = response.getcode()
+    except Exception as exc:  # pylint: disable=broad-except
+        code = getattr(exc, "code", None)
+        if code == 401:  # a registry that wants authentication is reachable
+            result["ok"] = True
+            result["status"] = code
+        else:
+            result["error"] = str(exc)
+    return result
+
+
+def _read(path):
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return ""
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec={
+            "mirror_url": {"type": "str"},
+            "registry": {"type": "str"},
+            "registry_scheme": {"type": "str", "default": "http", "choices": ["http", "https"]},
+            "validate_certs": {"type": "bool", "default": True},
+            "kubelet_path": {"type": "path", "default": "/usr/local/bin/kubelet"},
+            "timeout": {"type": "int", "default": 5},
+        },
+        supports_check_mode=True,
+    )
+    meminfo = pf.parse_meminfo(_read("/proc/meminfo"))
+    probe = pf.kernel_probe()
+    ip_rc, ip_out, _err = module.run_command(["ip", "-o", "-4", "addr", "show"])
+    facts = {
+        "hostname": pf.host_identity()["hostname"],
+        "machine_id": _read("/etc/machine-id").strip(),
+        "os": pf.parse_os_release(_read("/etc/os-release")),
+        "cpus": os.sysconf("SC_NPROCESSORS_ONLN"),
+        "memory_mb": meminfo.get("MemTotal", 0) // 1024,
+        "swap_mb": (meminfo.get("SwapTotal", 0) - meminfo.get("SwapFree", 0)) // 1024
+        if meminfo.get("SwapTotal", 0)
+        else 0,
+        "swap_total_mb": meminfo.get("SwapTotal", 0) // 1024,
+        "kernel_release": os.uname()[2],
+        "cgroup_version": 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1,
+        "kernel": probe,
+        "kernel_features": pf.feature_states(probe),
+        "listening_ports": {str(k): v for k, v in pf.listening_ports().items()},
+        "ipv4": pf.parse_ipv4_addresses(ip_out) if ip_rc == 0 else [],
+        "nameservers": pf.parse_resolv_conf(_read("/etc/resolv.conf")),
+        "time_epoch": time.time(),
+        "mirror": None,
+        "registry": None,
+        "kubelet_version": None,
+        "joined": os.path.exists("/etc/kubernetes/kubelet.conf"),
+    }
+    if module.params["mirror_url"]:
+        facts["mirror"] = _probe(module.params["mirror_url"].rstrip("/") + "/", module)
+    if module.params["registry"]:
+        facts["registry"] = _probe(
+            "%s://%s/v2/" % (module.params["registry_scheme"], module.params["registry"]), module
+        )
+    kubelet = module.params["kubelet_path"]
+    if os.path.exists(kubelet):
+        rc, out, _err = module.run_command([kubelet, "--version"])
+        if rc == 0 and out.split():
+            facts["kubelet_version"] = out.split()[-1]
+    module.exit_json(changed=False, preflight=facts)
+
+
+if __name__ == "__main__":
+    main()
