@@ -1,0 +1,28 @@
+# Artifacts, OCI images and the offline mirror (see docs/offline-mirror.md).
+# Outputs live under $(ANVIL_CACHE) (outside the repository), keyed by version; re-runs are fast.
+.PHONY: artifacts artifacts-api artifacts-table images mirror-up mirror-down mirror-status
+
+ANVIL_BUILD_JOBS ?= 2
+export ANVIL_BUILD_JOBS
+
+artifacts: setup ## build every binary of vars/versions.yml into $ANVIL_CACHE, then the OCI images
+	$(BIN)/python tools/artifacts.py build
+	$(BIN)/python tools/images.py build
+
+artifacts-api: setup ## only what a local API server needs (etcd, kube-apiserver/-controller-manager/-scheduler, kubectl, kwok)
+	$(BIN)/python tools/artifacts.py build --api
+
+artifacts-table: setup ## versions, sizes and sha256 of the cached binaries
+	$(BIN)/python tools/artifacts.py table
+
+images: setup ## OCI images (kubeadm naming) from the cached binaries
+	$(BIN)/python tools/images.py build
+
+mirror-up: setup ## serve files + apt repo (HTTP :8080) and the OCI registry (:5000) on loopback and the testbed bridge
+	$(BIN)/python tools/mirror.py up
+
+mirror-down: ## stop the mirror (leaves no process behind)
+	$(BIN)/python tools/mirror.py down
+
+mirror-status: ## show whether the mirror is serving
+	$(BIN)/python tools/mirror.py status

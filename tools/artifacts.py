@@ -1,0 +1,536 @@
+"""Artifact builder: the "source" producer of the offline mirror.
+
+Builds every binary listed in vars/versions.yml from its upstream Go module (or from this
+repository for our own programs) into a cache outside the repository, keyed by version:
+
+    $ANVIL_CACHE/files/<component>/<version>/linux-amd64/<binary>
+
+A binary whose recipe (module, version, package, flags, Go toolchain) has not changed is not rebuilt,
+so a warm run only hashes files. After a build the sha256 of each binary is written back into the
+manifest. Python API for the other tools and tests:
+
+    from tools.artifacts import binary_path
+    binary_path("kubernetes", "kube-apiserver")  # -> Path in the cache (may not exist yet)
+
+CLI:
+    python tools/artifacts.py build [--only etcd,kwok,kubernetes/kube-apiserver] [--force]
+    python tools/artifacts.py path <component> <binary>
+    python tools/artifacts.py table
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import yaml
+
+if __package__ in (None, ""):  # run as a script: make `tools` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tools import anvil_env
+
+ARCH_DIR = "linux-amd64"
+SOURCE_TYPES = ("go", "own", "deb", "unavailable")
+BUILDABLE = ("go", "own")
+# What a local API server (kube-apiserver + etcd + kwok) needs: `make artifacts-api`.
+API_SELECTION = (
+    "etcd/etcd",
+    "etcd/etcdctl",
+    "kubernetes/kube-apiserver",
+    "kubernetes/kube-controller-manager",
+    "kubernetes/kube-scheduler",
+    "kubernetes/kubectl",
+    "kwok/kwok",
+)
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """The versions manifest is malformed; the message lists every problem found."""
+
+
+# --------------------------------------------------------------------------------------------
+# Manifest: loading and validation (pure; unit-tested)
+# --------------------------------------------------------------------------------------------
+
+
+def load_manifest(path: Optional[Path] = None) -> Dict[str, Any]:
+    path = Path(path or anvil_env.VERSIONS_FILE)
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh)
+    problems = validate_manifest(data)
+    if problems:
+        raise ManifestError(f"{path}: " + "; ".join(problems))
+    return data
+
+
+def component_images(comp: Dict[str, Any]) -> List[Dict[str, Any]]:
+    """The images of a component: `images:` (a list) or `image:` (a single mapping), or none."""
+    if comp.get("images"):
+        return list(comp["images"])
+    if comp.get("image"):
+        return [comp["image"]]
+    return []
+
+
+def validate_manifest(data: Any) -> List[str]:
+    """Return a list of human-readable problems (empty when the manifest is usable)."""
+    problems: List[str] = []
+    if not isinstance(data, dict) or not isinstance(data.get("anvil_versions"), dict):
+        return ["top-level mapping `anvil_versions` is missing"]
+    versions = data["anvil_versions"]
+    if not versions:
+        problems.append("anvil_versions is empty")
+    image_names: Dict[str, str] = {}
+    for name, comp in versions.items():
+        where = f"anvil_versions.{name}"
+        if not re.match(r"^[a-z0-9][a-z0-9-]*$", str(name)):
+            problems.append(f"{where}: component names are lower-case words joined by '-'")
+        if not isinstance(comp, dict):
+            problems.append(f"{where}: must be a mapping")
+            continue
+        version = comp.get("version")
+        if not isinstance(version, str) or not version.strip():
+            problems.append(f"{where}.version: a non-empty string is required (quote numeric versions)")
+        source = comp.get("source")
+        if not isinstance(source, dict) or source.get("type") not in SOURCE_TYPES:
+            problems.append(f"{where}.source.type: one of {', '.join(SOURCE_TYPES)} is required")
+            continue
+        binaries = comp.get("binaries")
+        if not isinstance(binaries, list) or not all(isinstance(b, str) and b for b in binaries):
+            problems.append(f"{where}.binaries: a list of file names is required (may be empty)")
+            binaries = []
+        if len(set(binaries)) != len(binaries):
+            problems.append(f"{where}.binaries: duplicate names")
+        stype = source["type"]
+        if stype == "go":
+            if not source.get("module"):
+                problems.append(f"{where}.source.module: required for type go")
+            packages = source.get("packages")
+            if not isinstance(packages, dict) or not packages:
+                problems.append(f"{where}.source.packages: a mapping binary -> Go package is required")
+            elif sorted(packages) != sorted(binaries):
+                problems.append(f"{where}: source.packages keys must equal binaries")
+        elif stype == "own" and not source.get("path"):
+            problems.append(f"{where}.source.path: required for type own")
+        elif stype == "deb" and not source.get("package"):
+            problems.append(f"{where}.source.package: required for type deb")
+        if stype in BUILDABLE and not binaries:
+            problems.append(f"{where}.binaries: a buildable component must list its binaries")
+        sha = comp.get("sha256")
+        if sha is not None:
+            if not isinstance(sha, dict):
+                problems.append(f"{where}.sha256: must be a mapping binary -> sha256")
+            else:
+                for b, digest in sha.items():
+                    if b not in binaries:
+                        problems.append(f"{where}.sha256.{b}: not one of the component's binaries")
+                    if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+                        problems.append(f"{where}.sha256.{b}: not a lower-case hex sha256")
+        for img in component_images(comp):
+            if not isinstance(img, dict) or not img.get("name") or img.get("tag") in (None, ""):
+                problems.append(f"{where}: each image needs a name and a tag")
+                continue
+            if not isinstance(img["tag"], str):
+                problems.append(f"{where}: image {img['name']} tag must be a string (quote it)")
+            if img.get("binary") and img["binary"] not in binaries:
+                problems.append(f"{where}: image {img['name']} binary {img['binary']} is not listed in binaries")
+            if img["name"] in image_names:
+                problems.append(f"{where}: image name {img['name']} also used by {image_names[img['name']]}")
+            image_names[img["name"]] = name
+    apt = data.get("anvil_apt_packages", [])
+    if not isinstance(apt, list) or not all(isinstance(p, str) and p for p in apt):
+        problems.append("anvil_apt_packages: a list of Debian package names is required")
+    return problems
+
+
+def parse_selection(spec: Optional[str], manifest: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """Turn "etcd,kubernetes/kubectl" into [(component, binary), ...] (all binaries when spec is None)."""
+    versions = manifest["anvil_versions"]
+    wanted: List[Tuple[str, str]] = []
+    items = [s.strip() for s in spec.split(",") if s.strip()] if spec else list(versions)
+    for item in items:
+        comp, _, binary = item.partition("/")
+        if comp not in versions:
+            raise ManifestError(f"unknown component {comp!r}; known: {', '.join(versions)}")
+        binaries = versions[comp].get("binaries") or []
+        if binary:
+            if binary not in binaries:
+                raise ManifestError(f"{comp} has no binary {binary!r}; it has: {', '.join(binaries)}")
+            pairs = [(comp, binary)]
+        else:
+            pairs = [(comp, b) for b in binaries]
+        wanted.extend(p for p in pairs if p not in wanted)
+    return wanted
+
+
+# --------------------------------------------------------------------------------------------
+# Cache paths
+# --------------------------------------------------------------------------------------------
+
+
+def component_dir(component: str, version: str, cache: Optional[Path] = None) -> Path:
+    return Path(cache or anvil_env.ANVIL_CACHE) / "files" / component / version / ARCH_DIR
+
+
+def binary_path(component: str, binary: str, manifest: Optional[Dict[str, Any]] = None) -> Path:
+    """Where `binary` of `component` (at the manifest's version) lives in the cache."""
+    manifest = manifest or load_manifest()
+    comp = manifest["anvil_versions"].get(component)
+    if comp is None:
+        raise KeyError(f"unknown component {component!r}")
+    if binary not in (comp.get("binaries") or []):
+        raise KeyError(f"component {component!r} has no binary {binary!r}")
+    return component_dir(component, comp["version"]) / binary
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Go builds
+# --------------------------------------------------------------------------------------------
+
+
+def go_default_name(package: str) -> str:
+    """The file name `go build -o dir/` gives a main package (last element, skipping a /vN suffix)."""
+    parts = package.rstrip("/").split("/")
+    if len(parts) > 1 and re.fullmatch(r"v[0-9]+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
+
+
+def render_ldflags(source: Dict[str, Any], version: str) -> str:
+    extra = " ".join(str(source.get("ldflags", "")).split())
+    return " ".join(["-s", "-w", extra.replace("{version}", version)]).strip()
+
+
+def wrapper_gomod(name: str, comp: Dict[str, Any]) -> str:
+    """go.mod of the wrapper module that requires the component's module at its version.
+
+    Building through a wrapper (instead of `go install mod@version`) is what makes modules with
+    local-path replace directives (k8s.io/kubernetes, etcd) buildable: replaces of a dependency are
+    ignored, so the wrapper pins the published versions of those modules itself.
+    """
+    source = comp["source"]
+    lines = [f"module anvil.local/build/{name}", "", "go 1.22", "", "require ("]
+    lines.append(f"\t{source['module']} {comp['version']}")
+    for mod, ver in sorted((source.get("requires") or {}).items()):
+        lines.append(f"\t{mod} {ver}")
+    lines.append(")")
+    staging = source.get("staging_version")
+    if staging:
+        mod_file = _module_gomod(source["module"], comp["version"])
+        staged = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", mod_file, flags=re.M)
+        lines += ["", "replace ("] + [f"\t{m} => {m} {staging}" for m in staged] + [")"]
+    return "\n".join(lines) + "\n"
+
+
+def _module_gomod(module: str, version: str) -> str:
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=go_env(),
+    )
+    info = json.loads(out.stdout)
+    return Path(info["GoMod"]).read_text(encoding="utf-8")
+
+
+def go_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        CGO_ENABLED="0",
+        GOOS="linux",
+        GOARCH="amd64",
+        GOFLAGS="-buildvcs=false",
+        GOTOOLCHAIN="local",
+    )
+    return env
+
+
+def go_version() -> str:
+    return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def recipe_hash(name: str, comp: Dict[str, Any], binary: str, gover: str) -> str:
+    source = comp["source"]
+    recipe = {
+        "component": name,
+        "version": comp["version"],
+        "source": {k: v for k, v in source.items() if k != "packages"},
+        "package": (source.get("packages") or {}).get(binary),
+        "go": gover,
+    }
+    if source["type"] == "own":  # our own code: rebuild when it changes
+        src = anvil_env.REPO_ROOT / source["path"]
+        recipe["tree"] = hashlib.sha256(
+            b"".join(p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file())
+        ).hexdigest()
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _stamp_path(out_dir: Path, binary: str) -> Path:
+    return out_dir / f".{binary}.recipe"
+
+
+def is_cached(out_dir: Path, binary: str, recipe: str) -> bool:
+    """Cached when the binary exists and was built from this recipe.
+
+    A binary without a stamp (built by hand or by an earlier bootstrap, same layout) is adopted
+    once: the stamp is written and it counts as cached.
+    """
+    target = out_dir / binary
+    if not target.is_file() or target.stat().st_size == 0:
+        return False
+    stamp = _stamp_path(out_dir, binary)
+    if not stamp.exists():
+        stamp.write_text(recipe + "\n")
+        return True
+    return stamp.read_text().strip() == recipe
+
+
+def _run(cmd: List[str], cwd: Path, log) -> None:
+    log.write(f"$ (cd {cwd} && {' '.join(cmd)})\n")
+    log.flush()
+    proc = subprocess.run(cmd, check=False, cwd=cwd, env=go_env(), stdout=log, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:2])} failed in {cwd} (rc={proc.returncode}); see {log.name}")
+
+
+def build_go(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: Path, jobs: int, log) -> None:
+    source = comp["source"]
+    work = Path(anvil_env.ANVIL_CACHE) / "build" / f"{name}-{comp['version']}"
+    work.mkdir(parents=True, exist_ok=True)
+    gomod = wrapper_gomod(name, comp)
+    packages = sorted(set(source["packages"].values()))
+    tools_go = "//go:build tools\n\npackage tools\n\nimport (\n" + "".join(f'\t_ "{p}"\n' for p in packages) + ")\n"
+    inputs = hashlib.sha256((gomod + tools_go).encode()).hexdigest()
+    stamp = work / ".inputs"
+    if not (stamp.exists() and stamp.read_text().strip() == inputs and (work / "go.sum").exists()):
+        (work / "go.mod").write_text(gomod)
+        (work / "tools.go").write_text(tools_go)
+        (work / "go.sum").unlink(missing_ok=True)
+        _run(["go", "mod", "tidy"], work, log)
+        stamp.write_text(inputs + "\n")
+    _go_build(work, source, version=comp["version"], binaries=binaries, out_dir=out_dir, jobs=jobs, log=log)
+
+
+def build_own(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: Path, jobs: int, log) -> None:
+    src = anvil_env.REPO_ROOT / comp["source"]["path"]
+    ldflags = f"-s -w -X main.version={comp['version']}"
+    if len(binaries) != 1:
+        raise RuntimeError(f"{name}: an own component builds exactly one binary")
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        _run(["go", "build", "-p", str(jobs), "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/out", "."], src, log)
+        os.replace(Path(tmp) / "out", out_dir / binaries[0])
+
+
+def _go_build(work: Path, source: Dict[str, Any], *, version: str, binaries, out_dir: Path, jobs: int, log) -> None:
+    ldflags = render_ldflags(source, version)
+    pkgs = {b: source["packages"][b] for b in binaries}
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        base = ["go", "build", "-p", str(jobs), "-trimpath", "-ldflags", ldflags]
+        if all(go_default_name(p) == b for b, p in pkgs.items()):
+            # One invocation: the packages compile in parallel and share work.
+            _run([*base, "-o", tmp + "/", *pkgs.values()], work, log)
+        else:
+            for b, p in pkgs.items():
+                _run([*base, "-o", str(Path(tmp) / b), p], work, log)
+        for b in binaries:  # atomic replace: running processes keep their old inode
+            os.replace(Path(tmp) / b, out_dir / b)
+
+
+# --------------------------------------------------------------------------------------------
+# Builder driver
+# --------------------------------------------------------------------------------------------
+
+
+def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, write_manifest: bool = True) -> int:
+    manifest = load_manifest()
+    versions = manifest["anvil_versions"]
+    wanted = parse_selection(selection, manifest)
+    gover = go_version()
+    want_go = manifest.get("anvil_build_go")
+    if want_go and want_go != gover:
+        print(f"note: manifest sha256 were recorded with {want_go}; this toolchain is {gover}", flush=True)
+    log_dir = Path(anvil_env.ANVIL_CACHE) / "build" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    t_all = time.monotonic()
+    failures: List[str] = []
+    by_comp: Dict[str, List[str]] = {}
+    for comp, binary in wanted:
+        by_comp.setdefault(comp, []).append(binary)
+    for name, binaries in by_comp.items():
+        comp = versions[name]
+        stype = comp["source"]["type"]
+        if stype not in BUILDABLE:
+            why = "Debian package (served by the mirror's apt repo)" if stype == "deb" else "not buildable here"
+            print(f"[skip ] {name} {comp['version']}: {why}", flush=True)
+            continue
+        out_dir = component_dir(name, comp["version"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        recipes = {b: recipe_hash(name, comp, b, gover) for b in binaries}
+        todo = [b for b in binaries if force or not is_cached(out_dir, b, recipes[b])]
+        if not todo:
+            print(f"[cache] {name} {comp['version']}: {' '.join(binaries)}", flush=True)
+            continue
+        print(f"[build] {name} {comp['version']}: {' '.join(todo)} ...", flush=True)
+        t0 = time.monotonic()
+        log_path = log_dir / f"{name}-{comp['version']}.log"
+        try:
+            with open(log_path, "w", encoding="utf-8") as log:
+                builder = build_go if stype == "go" else build_own
+                builder(name, comp, binaries=todo, out_dir=out_dir, jobs=jobs, log=log)
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            failures.append(name)
+            print(f"[FAIL ] {name} {comp['version']}: {exc}", flush=True)
+            continue
+        for b in todo:
+            _stamp_path(out_dir, b).write_text(recipes[b] + "\n")
+        print(f"[done ] {name} {comp['version']}: {len(todo)} binaries in {time.monotonic() - t0:.0f}s", flush=True)
+    rows = table_rows(manifest, wanted)
+    print_table(rows)
+    if write_manifest:
+        changed = update_manifest_sha256(anvil_env.VERSIONS_FILE, rows)
+        if changed:
+            print(f"updated sha256 of {changed} binaries in {anvil_env.VERSIONS_FILE}", flush=True)
+    print(f"total {time.monotonic() - t_all:.1f}s", flush=True)
+    if failures:
+        print(f"FAILED: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def table_rows(manifest: Dict[str, Any], wanted: Iterable[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    rows = []
+    for name, binary in wanted:
+        comp = manifest["anvil_versions"][name]
+        path = component_dir(name, comp["version"]) / binary
+        row = {"component": name, "version": comp["version"], "binary": binary, "path": str(path)}
+        if path.is_file():
+            row.update(size=path.stat().st_size, sha256=sha256_file(path))
+        else:
+            row.update(size=None, sha256=None)
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: List[Dict[str, Any]]) -> None:
+    header = f"{'component':<20} {'version':<10} {'binary':<24} {'size':>9}  sha256"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        size = f"{r['size'] / 1e6:.1f}MB" if r["size"] is not None else "missing"
+        print(f"{r['component']:<20} {r['version']:<10} {r['binary']:<24} {size:>9}  {r['sha256'] or '-'}")
+    sys.stdout.flush()
+
+
+def render_sha256_block(digests: Dict[str, str], indent: str = "    ") -> List[str]:
+    if not digests:
+        return [f"{indent}sha256: {{}}\n"]
+    return [f"{indent}sha256:\n"] + [f"{indent}  {b}: {d}\n" for b, d in digests.items()]
+
+
+def update_manifest_sha256(path: Path, rows: List[Dict[str, Any]]) -> int:
+    """Write the built binaries' sha256 into each component's `sha256:` block, keeping comments.
+
+    A line edit rather than a YAML round-trip: PyYAML would drop the manifest's comments, which
+    document why each version was chosen. Returns the number of digests that changed.
+    """
+    text = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    current = yaml.safe_load("".join(text))["anvil_versions"]
+    new: Dict[str, Dict[str, str]] = {}
+    for r in rows:
+        if r["sha256"]:
+            new.setdefault(r["component"], {})[r["binary"]] = r["sha256"]
+    changed = 0
+    for comp, digests in new.items():
+        old = dict(current[comp].get("sha256") or {})
+        merged = dict(old)
+        merged.update(digests)
+        binaries = current[comp]["binaries"]
+        merged = {b: merged[b] for b in binaries if b in merged}
+        if merged == old:
+            continue
+        changed += sum(1 for b in merged if old.get(b) != merged[b])
+        text = _replace_sha_block(text, comp, render_sha256_block(merged))
+    if changed:
+        tmp = Path(str(path) + ".tmp")
+        tmp.write_text("".join(text), encoding="utf-8")
+        os.replace(tmp, path)
+    return changed
+
+
+def _replace_sha_block(lines: List[str], comp: str, block: List[str]) -> List[str]:
+    start = None
+    for i, line in enumerate(lines):
+        if line.rstrip() == f"  {comp}:":
+            start = i
+            break
+    if start is None:
+        raise ManifestError(f"component {comp} not found as '  {comp}:' in the manifest")
+    for j in range(start + 1, len(lines)):
+        line = lines[j]
+        if line.strip() and not line.startswith("   ") and not line.startswith("#"):
+            break  # next component or top-level key: no sha256 key in this component
+        if line.startswith("    sha256:"):
+            end = j + 1
+            while end < len(lines) and lines[end].startswith("      "):
+                end += 1
+            return lines[:j] + block + lines[end:]
+    raise ManifestError(f"component {comp} has no 'sha256:' key; add 'sha256: {{}}' to it")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build (or reuse from the cache) the manifest's binaries")
+    b.add_argument("--only", help="comma-separated components or component/binary (default: all)")
+    b.add_argument("--api", action="store_true", help="only what a local API server needs")
+    b.add_argument("--force", action="store_true", help="rebuild even when cached")
+    b.add_argument("--jobs", type=int, default=int(os.environ.get("ANVIL_BUILD_JOBS", "2")))
+    b.add_argument("--no-write-manifest", action="store_true", help="do not record sha256 in the manifest")
+    p = sub.add_parser("path", help="print the cache path of a binary")
+    p.add_argument("component")
+    p.add_argument("binary")
+    t = sub.add_parser("table", help="versions, sizes and sha256 of the cached binaries")
+    t.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "build":
+            selection = ",".join(API_SELECTION) if args.api else args.only
+            return build(selection, force=args.force, jobs=args.jobs, write_manifest=not args.no_write_manifest)
+        if args.cmd == "path":
+            print(binary_path(args.component, args.binary))
+            return 0
+        manifest = load_manifest()
+        rows = table_rows(manifest, parse_selection(None, manifest))
+        if args.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print_table(rows)
+        return 0
+    except (ManifestError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+module anvil.local/pause
+
+go 1.22
