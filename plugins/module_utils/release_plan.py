@@ -217,7 +217,18 @@ def render(documents, release, namespace, is_namespaced, allowed_namespaces=()):
 # Maps whose values are resource quantities: container requests/limits, quota hard/used, LimitRange bounds,
 # node/PV capacity, and overhead.
 QUANTITY_MAPS = frozenset(
-    ("requests", "limits", "hard", "capacity", "max", "min", "default", "defaultRequest", "maxLimitRequestRatio", "podFixed")
+    [
+        "requests",
+        "limits",
+        "hard",
+        "capacity",
+        "max",
+        "min",
+        "default",
+        "defaultRequest",
+        "maxLimitRequestRatio",
+        "podFixed",
+    ]
 )
 
 
@@ -226,8 +237,11 @@ def _semantic(value, key=None):
         if key in QUANTITY_MAPS:
             out = {}
             for name, item in value.items():
+                if not isinstance(item, (str, int, float)):
+                    out[name] = _semantic(item, name)
+                    continue
                 try:
-                    out[name] = "q:" + str(parse_quantity(item).normalize()) if isinstance(item, (str, int, float)) else item
+                    out[name] = "q:" + str(parse_quantity(item).normalize())
                 except QuantityError:
                     out[name] = _semantic(item, name)
             return out
