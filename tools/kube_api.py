@@ -548,7 +548,6 @@ def etcd_args(inst: Instance, binary: Path | str) -> list[str]:
         # A test database: durability across power loss is not needed, speed is.
         "--unsafe-no-fsync=true",
         "--quota-backend-bytes=8589934592",
-        "--snapshot-count=100000",
         "--log-level=warn",
     ]
 
