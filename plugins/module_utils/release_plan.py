@@ -14,6 +14,7 @@ __metaclass__ = type
 import copy
 import hashlib
 import json
+import os
 import re
 
 from ansible_collections.anvil.cluster.plugins.module_utils.quantity import QuantityError, parse_quantity
@@ -133,6 +134,42 @@ def flatten(documents):
         else:
             out.append(doc)
     return out
+
+
+MANIFEST_SUFFIXES = (".yml", ".yaml", ".json")
+
+
+def manifest_files(path):
+    """The manifest files of ``src``: the file itself, or a directory's YAML/JSON files in name order."""
+    if not os.path.exists(path):
+        raise PlanError(["src %s does not exist" % path])
+    if not os.path.isdir(path):
+        return [path]
+    files = []
+    for root, dirnames, filenames in os.walk(path):
+        dirnames.sort()
+        files.extend(os.path.join(root, name) for name in sorted(filenames) if name.endswith(MANIFEST_SUFFIXES))
+    if not files:
+        raise PlanError(["src directory %s holds no .yml, .yaml or .json file" % path])
+    return files
+
+
+def load_documents(text, origin):
+    """All YAML documents of a text; PlanError naming ``origin`` when it is not valid YAML."""
+    import yaml
+
+    try:
+        return list(yaml.safe_load_all(text))
+    except yaml.YAMLError as exc:
+        raise PlanError(["%s is not valid YAML: %s" % (origin, exc)]) from exc
+
+
+def read_manifests(path):
+    docs = []
+    for filename in manifest_files(path):
+        with open(filename) as handle:
+            docs.extend(load_documents(handle.read(), filename))
+    return docs
 
 
 def render(documents, release, namespace, is_namespaced, allowed_namespaces=()):

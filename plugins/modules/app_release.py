@@ -321,15 +321,37 @@ def api_message(exc):
     return str(exc)
 
 
+def safe_params(params):
+    """Module arguments to echo back as ``invocation``: Secret manifests in definitions redacted.
+
+    Ansible would otherwise return the raw definitions, Secret values included, in every result.
+    """
+    shown = dict(params)
+    items = []
+    for item in params.get("definitions") or []:
+        if isinstance(item, str):
+            try:
+                items.extend(
+                    plan.redact(d) if isinstance(d, dict) else d for d in plan.load_documents(item, "definitions")
+                )
+            except plan.PlanError:
+                items.append(item)
+        else:
+            items.append(plan.redact(item) if isinstance(item, dict) else item)
+    if params.get("definitions") is not None:
+        shown["definitions"] = items
+    return {"module_args": shown}
+
+
 def dump_yaml(obj):
     return yaml.safe_dump(obj, default_flow_style=False, sort_keys=True)
 
 
 def load_yaml_text(text, origin):
     try:
-        return list(yaml.safe_load_all(text))
-    except yaml.YAMLError as exc:
-        raise Failure("%s is not valid YAML: %s" % (origin, exc)) from exc
+        return plan.load_documents(text, origin)
+    except plan.PlanError as exc:
+        raise Failure(str(exc)) from exc
 
 
 class Release:
@@ -493,7 +515,10 @@ class Release:
         if params["chart"]:
             return self.render_chart()
         if params["src"]:
-            return self.read_src(params["src"]), {"type": "src", "path": params["src"]}
+            try:
+                return plan.read_manifests(params["src"]), {"type": "src", "path": params["src"]}
+            except plan.PlanError as exc:
+                raise Failure(str(exc)) from exc
         docs = []
         for index, item in enumerate(params["definitions"] or []):
             if isinstance(item, str):
@@ -501,24 +526,6 @@ class Release:
             else:
                 docs.append(item)
         return docs, {"type": "definitions"}
-
-    def read_src(self, path):
-        if not os.path.exists(path):
-            raise Failure("src %s does not exist" % path)
-        files = []
-        if os.path.isdir(path):
-            for root, dirnames, filenames in os.walk(path):
-                dirnames.sort()
-                files.extend(os.path.join(root, f) for f in sorted(filenames) if f.endswith((".yml", ".yaml", ".json")))
-            if not files:
-                raise Failure("src directory %s holds no .yml, .yaml or .json file" % path)
-        else:
-            files = [path]
-        docs = []
-        for filename in files:
-            with open(filename) as handle:
-                docs.extend(load_yaml_text(handle.read(), filename))
-        return docs
 
     def render_chart(self):
         chart = self.params["chart"]
@@ -997,15 +1004,18 @@ def main():
         if release is not None:
             release.finish()
             details = dict(release.result, **details)
-        module.fail_json(msg=failure.msg, **details)
+        module.fail_json(msg=failure.msg, invocation=safe_params(module.params), **details)
     except store.ReleaseError as exc:
         extra = release.finish() if release is not None else {}
+        extra["invocation"] = safe_params(module.params)
         module.fail_json(msg="release %s/%s: %s" % (module.params["namespace"], module.params["name"], exc), **extra)
     except DynamicApiError as exc:
-        module.fail_json(msg="Kubernetes API error: %s" % api_message(exc), status=exc.status)
+        module.fail_json(
+            msg="Kubernetes API error: %s" % api_message(exc), status=exc.status, invocation=safe_params(module.params)
+        )
     except (OSError, subprocess.SubprocessError) as exc:
         module.fail_json(msg=str(exc), exception=traceback.format_exc())
-    module.exit_json(**result)
+    module.exit_json(invocation=safe_params(module.params), **result)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,400 @@
+"""anvil.cluster.app_release through Ansible against a real kube-apiserver + etcd + kwok.
+
+kwok makes scheduled pods Running+Ready, except pods whose image contains `never-ready`: that is how a
+failed upgrade is produced.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from ansible_collections.anvil.cluster.plugins.module_utils import release_store as store
+from kubernetes import client
+
+from tests.helpers.ansible import run_playbook
+
+MODULE = "anvil.cluster.app_release"
+
+
+def configmap(name, data):
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def deployment(image, replicas=2, name="web"):
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image,
+                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}},
+                        }
+                    ]
+                },
+            },
+        },
+    }
+
+
+def service(name="web"):
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+
+
+V1 = [
+    configmap("settings", {"mode": "one"}),
+    configmap("extra", {"x": "1"}),
+    deployment("example.test/web:1"),
+    service(),
+]
+# v2 drops the ConfigMap "extra" (pruned), changes the image and the settings.
+V2 = [configmap("settings", {"mode": "two"}), deployment("example.test/web:2"), service()]
+# A revision that never becomes ready (kwok keeps its pods unready), and that also drops "extra".
+BAD = [configmap("settings", {"mode": "bad"}), deployment("example.test/never-ready:3"), service()]
+
+
+def release(kube_api, namespace, name="shop", *, check=False, diff=False, task="release", **params):
+    args = {"name": name, "namespace": namespace, "timeout": 120}
+    args.update(params)
+    plays = [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "module_defaults": {"group/anvil.cluster.k8s": {"kubeconfig": str(kube_api.kubeconfig)}},
+            "tasks": [{"name": task, MODULE: args, "ignore_errors": True}],
+        }
+    ]
+    return run_playbook(plays, check=check, diff=diff).result(task)
+
+
+def core(kube_api):
+    return client.CoreV1Api(kube_api.api_client())
+
+
+def apps(kube_api):
+    return client.AppsV1Api(kube_api.api_client())
+
+
+def records(kube_api, namespace, name="shop"):
+    api = core(kube_api)
+    items = api.list_namespaced_secret(namespace, label_selector=store.selector(name)).items
+    out = [store.from_secret(api.api_client.sanitize_for_serialization(s)) for s in items]
+    return {r["revision"]: r for r in out}
+
+
+def statuses(kube_api, namespace, name="shop"):
+    return {rev: r["status"] for rev, r in records(kube_api, namespace, name).items()}
+
+
+def configmaps(kube_api, namespace):
+    return {c.metadata.name: c.data for c in core(kube_api).list_namespaced_config_map(namespace).items}
+
+
+def image(kube_api, namespace, name="web"):
+    return apps(kube_api).read_namespaced_deployment(name, namespace).spec.template.spec.containers[0].image
+
+
+def names(refs):
+    return sorted("%s/%s" % (r["kind"], r["name"]) for r in refs)
+
+
+def test_install_upgrade_prune_and_idempotence(kube_api, namespace):
+    first = release(kube_api, namespace, definitions=V1)
+    assert not first.get("failed"), first.get("msg")
+    assert first["changed"] and first["revision"] == 1 and first["status"] == "deployed"
+    assert names(first["created"]) == ["ConfigMap/extra", "ConfigMap/settings", "Deployment/web", "Service/web"]
+    # wait=true: the Deployment is rolled out when the task returns.
+    dep = apps(kube_api).read_namespaced_deployment("web", namespace)
+    assert dep.status.available_replicas == 2 and dep.status.updated_replicas == 2
+    secret = core(kube_api).read_namespaced_secret(store.secret_name("shop", 1), namespace)
+    assert secret.type == "anvil.cluster/release.v1"
+    assert secret.metadata.labels == {"owner": "anvil.cluster", "name": "shop", "version": "1", "status": "deployed"}
+    assert len(secret.data["release"]) < 8 * 1024  # compressed: a 4-object release is a few KiB at most
+    assert records(kube_api, namespace)[1]["objects"][0]["kind"] == "ConfigMap"
+
+    again = release(kube_api, namespace, definitions=V1)
+    assert not again["changed"] and again["revision"] == 1
+    assert names(again["unchanged"]) == names(first["created"]) and again["created"] == again["updated"] == []
+    assert statuses(kube_api, namespace) == {1: "deployed"}
+
+    upgrade = release(kube_api, namespace, definitions=V2, description="v2")
+    assert not upgrade.get("failed"), upgrade.get("msg")
+    assert upgrade["changed"] and upgrade["revision"] == 2
+    assert names(upgrade["pruned"]) == ["ConfigMap/extra"]
+    assert names(upgrade["updated"]) == ["ConfigMap/settings", "Deployment/web"]
+    assert names(upgrade["unchanged"]) == ["Service/web"]
+    assert "extra" not in configmaps(kube_api, namespace)
+    assert image(kube_api, namespace) == "example.test/web:2"
+    assert statuses(kube_api, namespace) == {1: "superseded", 2: "deployed"}
+    assert records(kube_api, namespace)[2]["description"] == "v2"
+    dep = apps(kube_api).read_namespaced_deployment("web", namespace)
+    assert dep.status.updated_replicas == 2 and dep.status.available_replicas == 2 and dep.status.replicas == 2
+
+    # The same input again, with quantities written differently: still no change, no revision.
+    v2_same = copy.deepcopy(V2)
+    v2_same[1]["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "0.1"
+    rerun = release(kube_api, namespace, definitions=v2_same)
+    assert not rerun.get("failed"), rerun.get("msg")
+    assert not rerun["changed"] and rerun["revision"] == 2
+    assert statuses(kube_api, namespace) == {1: "superseded", 2: "deployed"}
+
+
+def test_check_mode_and_diff_write_nothing(kube_api, namespace):
+    assert not release(kube_api, namespace, definitions=V1).get("failed")
+    preview = release(kube_api, namespace, definitions=V2, check=True, diff=True)
+    assert not preview.get("failed"), preview.get("msg")
+    assert preview["changed"] and preview["revision"] == 1
+    assert names(preview["pruned"]) == ["ConfigMap/extra"]
+    assert names(preview["updated"]) == ["ConfigMap/settings", "Deployment/web"]
+    headers = {d["after_header"] for d in preview["diff"]}
+    assert any("ConfigMap %s/extra (deleted)" % namespace == h for h in headers)
+    web = next(d for d in preview["diff"] if d["after_header"] == "Deployment %s/web" % namespace)
+    assert "example.test/web:1" in web["before"] and "example.test/web:2" in web["after"]
+    # Nothing changed in the cluster and no record was written.
+    assert image(kube_api, namespace) == "example.test/web:1"
+    assert "extra" in configmaps(kube_api, namespace)
+    assert statuses(kube_api, namespace) == {1: "deployed"}
+
+    # Check mode of a first install: server-side dry-run of every object, no record.
+    fresh = release(kube_api, namespace, name="fresh", definitions=[configmap("fresh", {"a": "b"})], check=True)
+    assert fresh["changed"] and names(fresh["created"]) == ["ConfigMap/fresh"]
+    assert "fresh" not in configmaps(kube_api, namespace) and records(kube_api, namespace, "fresh") == {}
+
+
+def test_secret_values_never_shown(kube_api, namespace):
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "db"},
+        "stringData": {"password": "hunter2-s3cr3t"},
+    }
+    out = release(kube_api, namespace, name="creds", definitions=[secret], diff=True)
+    assert not out.get("failed"), out.get("msg")
+    assert "hunter2-s3cr3t" not in str(out) and "aHVudGVyMi1zM2NyM3Q" not in str(out)
+
+
+def test_failed_upgrade_rolls_back_atomically(kube_api, namespace):
+    assert not release(kube_api, namespace, definitions=V1).get("failed")
+    bad = release(kube_api, namespace, definitions=BAD, timeout=15)
+    assert bad.get("failed")
+    assert "revision 2" in bad["msg"] and "timed out" in bad["msg"] and "rolled back to revision 1" in bad["msg"]
+    assert bad["failed_revision"] == 2 and bad["rolled_back_to"] == 1
+    history = records(kube_api, namespace)
+    assert {r: h["status"] for r, h in history.items()} == {1: "superseded", 2: "failed", 3: "deployed"}
+    assert history[3]["rollback_of"] == 1 and history[3]["digest"] == history[1]["digest"]
+    assert "timed out" in history[2]["error"]
+    # v1 is back: image, settings, and the ConfigMap the bad revision had pruned.
+    assert image(kube_api, namespace) == "example.test/web:1"
+    cms = configmaps(kube_api, namespace)
+    assert cms["settings"] == {"mode": "one"} and "extra" in cms
+    dep = apps(kube_api).read_namespaced_deployment("web", namespace)
+    assert dep.status.available_replicas == 2
+    # Re-running v1 now is a no-op (the rollback revision holds v1).
+    assert not release(kube_api, namespace, definitions=V1)["changed"]
+
+
+def test_failed_first_install_cleans_up(kube_api, namespace):
+    out = release(kube_api, namespace, name="never", definitions=[deployment("x/never-ready:1", name="nr")], timeout=8)
+    assert out.get("failed") and "deleted the 1 object" in out["msg"]
+    assert apps(kube_api).list_namespaced_deployment(namespace).items == []
+    assert statuses(kube_api, namespace, "never") == {1: "failed"}
+
+
+def test_explicit_rollback_and_default_previous(kube_api, namespace):
+    assert not release(kube_api, namespace, definitions=V1).get("failed")
+    assert not release(kube_api, namespace, definitions=V2).get("failed")
+    back = release(kube_api, namespace, state="rolled_back", revision=1)
+    assert not back.get("failed"), back.get("msg")
+    assert back["changed"] and back["revision"] == 3 and back["rolled_back_to"] == 1
+    assert names(back["created"]) == ["ConfigMap/extra"]
+    assert image(kube_api, namespace) == "example.test/web:1"
+    assert statuses(kube_api, namespace) == {1: "superseded", 2: "superseded", 3: "deployed"}
+    # Idempotent: the deployed revision already is revision 1's content.
+    assert not release(kube_api, namespace, state="rolled_back", revision=1)["changed"]
+    assert not release(kube_api, namespace, state="rolled_back")["changed"]
+    # Check mode of a rollback to 2 shows the change and writes nothing.
+    preview = release(kube_api, namespace, state="rolled_back", revision=2, check=True)
+    assert preview["changed"] and names(preview["pruned"]) == ["ConfigMap/extra"]
+    assert len(records(kube_api, namespace)) == 3
+    missing = release(kube_api, namespace, state="rolled_back", revision=42)
+    assert missing.get("failed") and "revision 42 not found" in missing["msg"]
+
+
+def test_history_is_bounded_and_keeps_last_deployed(kube_api, namespace):
+    for index in range(4):
+        out = release(kube_api, namespace, definitions=[configmap("c", {"n": str(index)})], history_max=2, wait=False)
+        assert not out.get("failed"), out.get("msg")
+    assert statuses(kube_api, namespace) == {3: "superseded", 4: "deployed"}
+    # Failed revisions count too, but the last deployed one survives any number of them.
+    for _ in range(2):
+        out = release(
+            kube_api,
+            namespace,
+            definitions=[deployment("x/never-ready:1", replicas=1)],
+            history_max=2,
+            timeout=5,
+            atomic=False,
+        )
+        assert out.get("failed")
+    assert statuses(kube_api, namespace) == {4: "deployed", 6: "failed"}
+
+
+def test_concurrent_run_is_refused_and_stale_lock_recovered(kube_api, namespace):
+    assert not release(kube_api, namespace, definitions=V1).get("failed")
+    outcome = {}
+    slow = threading.Thread(target=lambda: outcome.update(r=release(kube_api, namespace, definitions=BAD, timeout=40)))
+    slow.start()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and statuses(kube_api, namespace).get(2) != "pending-upgrade":
+            time.sleep(0.5)
+        assert statuses(kube_api, namespace).get(2) == "pending-upgrade"
+        second = release(kube_api, namespace, definitions=V2)
+        assert second.get("failed") and "is locked: revision 2 is pending-upgrade" in second["msg"]
+        assert image(kube_api, namespace) != "example.test/web:2"
+    finally:
+        slow.join(timeout=300)
+    assert outcome["r"].get("failed") and outcome["r"]["rolled_back_to"] == 1
+    assert statuses(kube_api, namespace) == {1: "superseded", 2: "failed", 3: "deployed"}
+
+    # A run that died left a pending record whose lock has expired: the next run recovers it.
+    api = core(kube_api)
+    dead_objects = copy.deepcopy(V2)
+    for obj in dead_objects:
+        obj["metadata"]["namespace"] = namespace
+    dead = store.new_record(
+        "shop",
+        namespace,
+        4,
+        store.PENDING_UPGRADE,
+        dead_objects,
+        lock_expires="2020-01-01T00:00:00Z",
+        lock_owner={"host": "gone", "pid": 1},
+    )
+    api.create_namespaced_secret(namespace, store.to_secret(dead))
+    recovered = release(kube_api, namespace, definitions=V2)
+    assert not recovered.get("failed"), recovered.get("msg")
+    assert recovered["revision"] == 5 and any("revision 4" in w for w in recovered.get("warnings", []))
+    assert statuses(kube_api, namespace)[4] == "failed"
+
+
+def test_bad_input_fails_before_anything_is_applied(kube_api, namespace):
+    other = configmap("elsewhere", {"a": "b"})
+    other["metadata"]["namespace"] = "kube-system"
+    broken = deployment("x/web:1")
+    del broken["spec"]["selector"]  # rejected by the API server's validation (dry-run)
+    out = release(kube_api, namespace, definitions=[configmap("fine", {"a": "b"}), other, broken])
+    assert out.get("failed") and "allowed_namespaces" in out["msg"]
+    out = release(kube_api, namespace, definitions=[configmap("fine", {"a": "b"}), broken])
+    assert out.get("failed") and "nothing was applied" in out["msg"] and "Deployment %s/web" % namespace in out["msg"]
+    out = release(kube_api, namespace, definitions=["kind: [unclosed"])
+    assert out.get("failed") and "not valid YAML" in out["msg"]
+    out = release(kube_api, namespace, chart="/nonexistent/chart")
+    assert out.get("failed") and "does not exist" in out["msg"]
+    assert "fine" not in configmaps(kube_api, namespace)
+    assert records(kube_api, namespace) == {}
+    # A limited user without rights in another namespace fails at the dry-run, before applying.
+    user = kube_api.user_kubeconfig("release-user-%s" % namespace[-6:])
+    out = release(kube_api, namespace, definitions=[configmap("fine", {"a": "b"})], kubeconfig=str(user))
+    assert out.get("failed") and "forbidden" in out["msg"].lower()
+
+
+def test_other_releases_objects_are_never_touched(kube_api, namespace):
+    assert not release(kube_api, namespace, name="one", definitions=[configmap("shared", {"by": "one"})]).get("failed")
+    out = release(kube_api, namespace, name="two", definitions=[configmap("shared", {"by": "two"})])
+    assert out.get("failed") and "belongs to release %s/one" % namespace in out["msg"]
+    assert configmaps(kube_api, namespace)["shared"] == {"by": "one"}
+    core(kube_api).create_namespaced_config_map(
+        namespace, client.V1ConfigMap(metadata=client.V1ObjectMeta(name="manual"))
+    )
+    out = release(kube_api, namespace, name="two", definitions=[configmap("manual", {"a": "b"})])
+    assert out.get("failed") and "adopt=true" in out["msg"]
+    out = release(kube_api, namespace, name="two", definitions=[configmap("manual", {"a": "b"})], adopt=True)
+    assert not out.get("failed") and names(out["updated"]) == ["ConfigMap/manual"]
+
+
+def test_uninstall_keeps_annotated_objects(kube_api, namespace):
+    keep = configmap("keep-me", {"a": "b"})
+    keep["metadata"]["annotations"] = {"anvil.cluster/resource-policy": "keep"}
+    assert not release(kube_api, namespace, definitions=[*V1, keep]).get("failed")
+    # Dropping the kept object from the release does not delete it.
+    out = release(kube_api, namespace, definitions=V1)
+    assert names(out["kept"]) == ["ConfigMap/keep-me"] and out["pruned"] == []
+    gone = release(kube_api, namespace, state="absent")
+    assert not gone.get("failed"), gone.get("msg")
+    assert gone["changed"] and names(gone["pruned"]) == [
+        "ConfigMap/extra",
+        "ConfigMap/settings",
+        "Deployment/web",
+        "Service/web",
+    ]
+    assert set(configmaps(kube_api, namespace)) <= {"keep-me", "kube-root-ca.crt"} and "keep-me" in configmaps(
+        kube_api, namespace
+    )
+    assert records(kube_api, namespace) == {}
+    assert not release(kube_api, namespace, state="absent")["changed"]
+    # keep_history: records stay, marked uninstalled; a later install continues the numbering.
+    assert not release(kube_api, namespace, name="hist", definitions=[configmap("h", {"a": "b"})]).get("failed")
+    out = release(kube_api, namespace, name="hist", state="absent", keep_history=True)
+    assert out["changed"] and statuses(kube_api, namespace, "hist") == {1: "uninstalled"}
+    assert not release(kube_api, namespace, name="hist", state="absent", keep_history=True)["changed"]
+    again = release(kube_api, namespace, name="hist", definitions=[configmap("h", {"a": "b"})])
+    assert again["revision"] == 2 and statuses(kube_api, namespace, "hist") == {1: "uninstalled", 2: "deployed"}
+
+
+def test_src_directory_read_on_controller(kube_api, namespace, tmp_path):
+    manifests = tmp_path / "manifests"
+    (manifests / "sub").mkdir(parents=True)
+    (manifests / "a.yml").write_text(yaml.safe_dump_all(V2[:2]))
+    (manifests / "sub" / "b.yaml").write_text(yaml.safe_dump(V2[2]))
+    (manifests / "README.md").write_text("not a manifest")
+    out = release(kube_api, namespace, src=str(manifests))
+    assert not out.get("failed"), out.get("msg")
+    assert names(out["created"]) == ["ConfigMap/settings", "Deployment/web", "Service/web"]
+    assert records(kube_api, namespace)[1]["source"]["type"] == "src"
+
+
+def _helm():
+    found = sorted(Path("/var/cache/anvil/files/helm").glob("*/linux-amd64/helm"))
+    return str(found[-1]) if found else shutil.which("helm")
+
+
+@pytest.mark.skipif(_helm() is None, reason="helm is not built in /var/cache/anvil/files/helm and not on PATH")
+def test_chart_rendered_with_helm_template(kube_api, namespace, tmp_path):
+    chart = tmp_path / "chart"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: demo\nversion: 1.2.3\n")
+    (chart / "values.yaml").write_text("mode: default\nreplicas: 1\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cfg\n"
+        "data:\n  mode: {{ .Values.mode | quote }}\n"
+    )
+    out = release(kube_api, namespace, name="demo", chart=str(chart), values={"mode": "custom"}, helm_binary=_helm())
+    assert not out.get("failed"), out.get("msg")
+    assert configmaps(kube_api, namespace)["demo-cfg"] == {"mode": "custom"}
+    record = records(kube_api, namespace, "demo")[1]
+    assert record["source"]["chart"] == "demo" and record["source"]["version"] == "1.2.3"
+    assert record["values"] == {"mode": "custom"}
+    assert not release(
+        kube_api, namespace, name="demo", chart=str(chart), values={"mode": "custom"}, helm_binary=_helm()
+    )["changed"]
