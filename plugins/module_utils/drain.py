@@ -352,6 +352,7 @@ class DrainLoop(object):
         self.parallel = parallel
         self.tracks = {}
         self.evicted = []
+        self.retries = 0
         self.late_refused = {}
         self.error = None
         self.timed_out = False
@@ -404,6 +405,7 @@ class DrainLoop(object):
                     " (the credentials need 'create' on pods/eviction, or 'delete' on pods with disable_eviction)"
                 )
             return
+        self.retries += 1
         delay = min(BACKOFF_MAX, BACKOFF_INITIAL * (2 ** (track.attempts - 1)))
         if err.retry_after:
             delay = max(delay, float(err.retry_after))

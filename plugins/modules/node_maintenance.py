@@ -176,8 +176,10 @@ evicted:
   type: list
   elements: str
   sample: ["shop/web-7d9-abcde", "shop/db-0"]
-skipped:
-  description: Pods left alone, with the reason (C(daemonset), C(mirror pod), C(completed)).
+skipped_pods:
+  description:
+    - Pods left alone, with the reason (C(daemonset), C(mirror pod), C(completed)).
+    - Named C(skipped_pods) because Ansible reserves C(skipped) in task results.
   returned: state=drained
   type: list
   elements: dict
@@ -205,6 +207,11 @@ node_changes:
   returned: when the node was read
   type: dict
   sample: {"before": {"unschedulable": false, "taints": [], "annotations": {}}, "after": {"unschedulable": true, "taints": [], "annotations": {}}}
+retries:
+  description: Evictions refused (PodDisruptionBudget, rate limit, API error) and retried during the drain.
+  returned: when a drain ran (not in check mode)
+  type: int
+  sample: 3
 duration:
   description: Seconds the run took.
   returned: always
@@ -403,7 +410,7 @@ class Maintenance(object):
         plan = plan_pods(pods, p["force"], p["ignore_daemonsets"], p["delete_emptydir_data"])
         self.result["plan"] = plan
         self.result["evicted"] = []
-        self.result["skipped"] = [dict(pod=e["pod"], reason=e["reason"]) for e in plan["skip"]]
+        self.result["skipped_pods"] = [dict(pod=e["pod"], reason=e["reason"]) for e in plan["skip"]]
         if plan["refuse"]:
             self.result["refused"] = [dict(pod=e["pod"], reason=e["reason"]) for e in plan["refuse"]]
             self.fail(refusal_message(name, plan["refuse"]))
@@ -431,6 +438,7 @@ class Maintenance(object):
         except Exception as err:
             loop.error = "API error while draining node %s: %s" % (name, err)
         self.result["evicted"] = sorted(loop.evicted)
+        self.result["retries"] = loop.retries
         self.result["changed"] = self.result["changed"] or bool(loop.evicted)
         if loop.error or loop.timed_out or loop.late_refused:
             remaining = [t.pod for t in loop.remaining()]

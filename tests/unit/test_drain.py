@@ -273,6 +273,7 @@ def test_budget_refusal_is_retried_with_backoff_until_allowed():
     assert sorted(loop.evicted) == ["app/web-1", "app/web-2"]
     attempts = [c for c in api.calls if c[1] == "app/web-2"]
     assert 3 <= len(attempts) <= 6  # 0.5, 1, 2 ... backoff, not a hot loop
+    assert loop.retries == len(attempts) - 1
     assert max(clock.sleeps) <= drain.BACKOFF_MAX
 
 
