@@ -439,14 +439,13 @@ def check_node_ip(cluster, hosts, report):
 
 
 def check_time_sync(cluster, hosts, report):
-    before = cluster.get("controller_time_before")
-    after = cluster.get("controller_time_after")
-    if before is None or after is None:
-        return
     skew = float(cluster.get("max_clock_skew", 30))
     for name, host in sorted(_live_hosts(hosts).items()):
+        # The controller's clock just before and just after it probed this host.
+        before = host.get("time_before", cluster.get("controller_time_before"))
+        after = host.get("time_after", cluster.get("controller_time_after"))
         epoch = host["facts"].get("time_epoch")
-        if epoch is None:
+        if epoch is None or before is None or after is None:
             continue
         epoch = float(epoch)
         if epoch < float(before) - skew or epoch > float(after) + skew:
