@@ -1045,7 +1045,9 @@ def _keep_failed_logs(inst: Instance) -> Path | None:
     return inst.failed_logs_dir
 
 
-def start_fresh(inst: Instance, nodes: int, timeout: float = 120.0, cache: Path | None = None) -> dict:
+def start_fresh(
+    inst: Instance, nodes: int, timeout: float = 120.0, cache: Path | None = None, kwok_stages: Path | None = None
+) -> dict:
     binaries = find_binaries(cache)
     busy = {name: port for name, port in inst.all_ports().items() if port_in_use(port)}
     if busy:
@@ -1075,13 +1077,14 @@ def start_fresh(inst: Instance, nodes: int, timeout: float = 120.0, cache: Path 
         checks = health_checks(inst)
 
         def alive() -> str | None:
-            dead = dead_processes(state)
-            if not dead:
-                return None
-            return "; ".join(f"{d} (log tail:\n{log_tail(inst.logs / f'{d}.log')})" for d in dead)
+            return ", ".join(dead_processes(state)) or None
 
         def launch(name: str) -> None:
-            state["processes"][name] = start_process(inst, name, COMMANDS[name](inst, binaries[name]))
+            if name == "kwok" and kwok_stages:
+                argv = kwok_args(inst, binaries[name], kwok_stages)
+            else:
+                argv = COMMANDS[name](inst, binaries[name])
+            state["processes"][name] = start_process(inst, name, argv)
             save_state(inst, state)
 
         launch("etcd")
@@ -1099,8 +1102,19 @@ def start_fresh(inst: Instance, nodes: int, timeout: float = 120.0, cache: Path 
         wait_default_service_account(client, 60, alive)
         state["ready_seconds"] = round(time.monotonic() - t0, 2)
         save_state(inst, state)
+        shutil.rmtree(inst.failed_logs_dir, ignore_errors=True)
         log(f"ready in {state['ready_seconds']}s with {len(names)} node(s)")
         return state
+    except KubeApiError as e:
+        tails = "".join(
+            f"\n--- last lines of {name}.log:\n{log_tail(inst.logs / f'{name}.log', 15)}"
+            for name in dead_processes(state)
+        )
+        kept = _keep_failed_logs(inst)
+        teardown(inst, state)
+        if kept:
+            log(f"start failed; logs of this attempt kept in {kept}")
+        raise KubeApiError(f"{e}{tails}") from None
     except BaseException:
         kept = _keep_failed_logs(inst)
         teardown(inst, state)
@@ -1109,7 +1123,13 @@ def start_fresh(inst: Instance, nodes: int, timeout: float = 120.0, cache: Path 
         raise
 
 
-def up(inst: Instance = DEFAULT, nodes: int = 3, allow_shrink: bool = True, timeout: float = 120.0) -> dict:
+def up(
+    inst: Instance = DEFAULT,
+    nodes: int = 3,
+    allow_shrink: bool = True,
+    timeout: float = 120.0,
+    kwok_stages: Path | None = None,
+) -> dict:
     """Start the instance, or reuse a healthy one (scaling its kwok nodes to `nodes`)."""
     if nodes < 0:
         raise KubeApiError("--nodes must be >= 0")
@@ -1127,7 +1147,7 @@ def up(inst: Instance = DEFAULT, nodes: int = 3, allow_shrink: bool = True, time
         if state or inst.dir.exists():
             log("found a stale or unhealthy instance: cleaning it up")
             teardown(inst, state)
-        return start_fresh(inst, nodes, timeout=timeout)
+        return start_fresh(inst, nodes, timeout=timeout, kwok_stages=kwok_stages)
 
 
 def down(inst: Instance = DEFAULT) -> list[str]:

@@ -5,13 +5,16 @@ quota enforcement, namespace deletion)."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
 from tests.integration.conftest import wait_until
+from tools import kube_api as kapi
 
 
 def _deployment(
@@ -307,3 +310,35 @@ def test_namespace_deletion_cascades(kube_api):
             return e.status == 404
 
     wait_until(gone, 60, f"namespace {name} deleted")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
+
+
+def test_failed_start_cleans_up_everything(tmp_path):
+    """kwok rejects a broken config file after etcd, apiserver, kcm and scheduler are up: `up` must fail,
+    stop all of them and remove the instance directory (its logs are kept aside to say why)."""
+    bad = tmp_path / "stages.yaml"
+    bad.write_text("kind: Stage\n  : [\n")  # kwok cannot parse its config and exits
+    inst = kapi.Instance(name=f"failtest-{uuid.uuid4().hex[:6]}", port_offset=20000)
+    try:
+        with pytest.raises(kapi.KubeApiError, match="kwok exited"):
+            kapi.up(inst, nodes=1, kwok_stages=bad, timeout=60)
+        assert not inst.dir.exists()
+        assert not _processes_mentioning(str(inst.dir))
+        assert not any(kapi.port_in_use(p) for p in inst.all_ports().values())
+        assert (inst.failed_logs_dir / "kwok.log").exists()
+    finally:
+        kapi.down(inst)
+        shutil.rmtree(inst.failed_logs_dir, ignore_errors=True)
