@@ -233,6 +233,11 @@ def wrapper_gomod(name: str, comp: Dict[str, Any]) -> str:
     for mod, ver in sorted((source.get("requires") or {}).items()):
         lines.append(f"\t{mod} {ver}")
     lines.append(")")
+    local = source.get("replace_local") or {}
+    if local:  # stand-ins kept in this repository for modules the Go proxy does not serve
+        lines += ["", "replace ("]
+        lines += [f"\t{m} => {(anvil_env.REPO_ROOT / p).resolve()}" for m, p in sorted(local.items())]
+        lines.append(")")
     staging = source.get("staging_version")
     if staging:
         mod_file = _module_gomod(source["module"], comp["version"])
@@ -278,9 +283,11 @@ def recipe_hash(name: str, comp: Dict[str, Any], binary: str, gover: str) -> str
         "package": (source.get("packages") or {}).get(binary),
         "go": gover,
     }
-    if source["type"] == "own":  # our own code: rebuild when it changes
-        src = anvil_env.REPO_ROOT / source["path"]
-        recipe["tree"] = hashlib.sha256(
+    # Code of ours that goes into the binary: rebuild when it changes.
+    trees = [source["path"]] if source["type"] == "own" else sorted((source.get("replace_local") or {}).values())
+    for rel in trees:
+        src = anvil_env.REPO_ROOT / rel
+        recipe.setdefault("trees", {})[rel] = hashlib.sha256(
             b"".join(p.read_bytes() for p in sorted(src.rglob("*")) if p.is_file())
         ).hexdigest()
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
