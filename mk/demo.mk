@@ -1,0 +1,12 @@
+# make demo: a working cluster on local testbed machines from a fresh checkout (scripts/demo.sh).
+.PHONY: demo e2e-cluster e2e-ha
+
+demo: ## fresh machine -> tools, artifacts, mirror, testbed, site.yml, smoke test, kubectl get nodes, total time
+	@NODES=$(or $(NODES),3) CONTROL_PLANES=$(or $(CONTROL_PLANES),1) bash scripts/demo.sh
+
+e2e-cluster: setup ## only the cluster-core e2e tests (1 control plane + 2 workers)
+	python -m pytest tests/e2e/test_cluster_core.py -v
+
+e2e-ha: setup ## HA e2e: 3 control planes + 1 worker, lose the first control plane, API still served
+	-$(BIN)/python -m tests.testbed.testbed down
+	ANVIL_TESTBED_NODES=4 ANVIL_TESTBED_CONTROL_PLANES=3 python -m pytest tests/e2e/ha_cluster_core.py -v
