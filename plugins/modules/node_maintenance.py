@@ -13,7 +13,7 @@ module: node_maintenance
 short_description: Cordon, drain and uncordon a Kubernetes node, with results operators can act on
 version_added: 0.1.0
 author:
-  - anvil.cluster contributors
+  - anvil.cluster contributors (@anvil-cluster)
 description:
   - Puts one node into maintenance (C(cordoned) or C(drained)) or takes it out again (C(uncordoned)).
   - A drain first lists the pods of that node only (field selector C(spec.nodeName)), and refuses before
@@ -195,7 +195,11 @@ blocked:
   returned: when a drain failed after cordoning
   type: list
   elements: dict
-  sample: [{"pod": "shop/db-1", "reason": "disruption budget", "pdb": "shop/db", "message": "Cannot evict pod as it would violate the pod's disruption budget."}]
+  sample:
+    - pod: shop/db-1
+      reason: disruption budget
+      pdb: shop/db
+      message: Cannot evict pod as it would violate the pod's disruption budget.
 pdbs:
   description: PodDisruptionBudgets covering blocked pods (on failure) or pods to evict (in check mode), with their status.
   returned: when a drain failed, and in check mode

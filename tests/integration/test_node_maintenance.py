@@ -180,15 +180,16 @@ def keys(pod_list):
     return sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pod_list)
 
 
-def maintain(kube_api, check=False, **options):
+def maintain(kube_api, check=False, env=None, **options):
     """Run the module in a playbook, with the connection set once through the action group."""
     play = {
         "hosts": "localhost",
         "gather_facts": False,
-        "module_defaults": {"group/anvil.cluster.k8s": {"kubeconfig": str(kube_api.kubeconfig)}},
         "tasks": [{"name": TASK, "anvil.cluster.node_maintenance": options, "ignore_errors": True}],
     }
-    result = run_playbook([play], check=check)
+    if env is None:  # else the connection comes from K8S_AUTH_* variables, as with an AWX credential
+        play["module_defaults"] = {"group/anvil.cluster.k8s": {"kubeconfig": str(kube_api.kubeconfig)}}
+    result = run_playbook([play], check=check, env=env)
     assert result.tasks, f"playbook did not run: rc={result.rc}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.result(TASK)
 
@@ -443,3 +444,13 @@ def test_maintenance_playbook_drains_only_the_limited_node_then_uncordons(kube_a
 
     result = run_playbook(playbook, inventory=inventory, limit=first, extra_vars=dict(common, action="reboot"))
     assert result.rc != 0 and result.failed(first)
+
+
+def test_connection_from_k8s_auth_environment_like_an_awx_credential(kube_api, rest, nodes):
+    (target,) = nodes(1)
+    env = {"K8S_AUTH_KUBECONFIG": str(kube_api.kubeconfig)}
+    res = maintain(kube_api, env=env, name=target, state="cordoned", reason="awx")
+    assert not res.get("failed"), res.get("msg")
+    assert res["changed"] is True and rest.get_node(target)["spec"]["unschedulable"] is True
+    res = maintain(kube_api, env=env, name=target, state="uncordoned")
+    assert res["changed"] is True and not rest.get_node(target)["spec"].get("unschedulable")
