@@ -405,3 +405,34 @@ def test_chart_rendered_with_helm_template(kube_api, namespace, tmp_path):
     assert not release(
         kube_api, namespace, name="demo", chart=str(chart), values={"mode": "custom"}, helm_binary=_helm()
     )["changed"]
+
+
+def test_apps_playbook_deploys_inventory_releases_in_order(kube_api, namespace):
+    playbook = Path(__file__).resolve().parents[2] / "playbooks" / "apps.yml"
+    apps_vars = {
+        "anvil_apps_kubeconfig": kube_api.kubeconfig,
+        "anvil_app_defaults": {"timeout": 60, "history_max": 3},
+        "anvil_apps": [
+            {"name": "config", "namespace": namespace, "definitions": [configmap("settings", {"mode": "one"})]},
+            {"name": "web", "namespace": namespace, "definitions": V2[1:], "description": "web 2"},
+        ],
+    }
+    first = run_playbook(playbook, extra_vars=apps_vars)
+    assert first.rc == 0, first.stdout[-3000:]
+    assert first.result("Release %s/config" % namespace)["revision"] == 1
+    assert first.result("Release %s/web" % namespace)["status"] == "deployed"
+    assert (
+        "%s/config: revision 1 deployed; %s/web: revision 1 deployed" % (namespace, namespace)
+        in first.result("Summary")["msg"]
+    )
+    assert records(kube_api, namespace, "web")[1]["description"] == "web 2"
+    assert image(kube_api, namespace) == "example.test/web:2"
+    again = run_playbook(playbook, extra_vars=apps_vars)
+    assert again.rc == 0 and again.changed() == 0
+    # A failing release stops the run; releases after it are not deployed.
+    apps_vars["anvil_apps"] = [
+        {"name": "broken", "namespace": namespace, "definitions": [{"kind": "ConfigMap", "metadata": {"name": "x"}}]},
+        {"name": "late", "namespace": namespace, "definitions": [configmap("late", {"a": "b"})]},
+    ]
+    failed = run_playbook(playbook, extra_vars=apps_vars)
+    assert failed.rc != 0 and "late" not in configmaps(kube_api, namespace)
