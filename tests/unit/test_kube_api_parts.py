@@ -201,9 +201,19 @@ def test_controller_manager_and_scheduler_flags(inst):
 def test_kwok_flags(inst):
     f = _flags(kapi.kwok_args(inst, "/bin/kwok"))
     assert f["manage-nodes-with-annotation-selector"] == "kwok.x-k8s.io/node=fake"
-    assert f["config"].endswith("tools/kwok/stages.yaml")
+    argv = kapi.kwok_args(inst, "/bin/kwok")
+    configs = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    assert [c.rsplit("/", 1)[1] for c in configs] == ["kwok.yaml", "stages.yaml"]
     assert f["server-address"] == "127.0.0.1:16287"
-    assert int(f["node-lease-duration-seconds"]) > 0
+
+
+def test_kwok_lease_renewal_fits_the_node_monitor_grace_period():
+    (cfg,) = [d for d in yaml.safe_load_all(kapi.KWOK_CONFIG_FILE.read_text()) if d]
+    assert cfg["kind"] == "KwokConfiguration"
+    lease = cfg["options"]["nodeLeaseDurationSeconds"]
+    grace = int(kapi.NODE_MONITOR_GRACE_PERIOD.rstrip("s"))
+    # kwok renews every lease/4; several missed renewals must fit in the grace period.
+    assert lease / 4 * 4 <= grace
 
 
 # ---------------------------------------------------------------- nodes
