@@ -866,8 +866,9 @@ def write_inventory(machines: list[Machine]) -> Path:
             "ansible_ssh_private_key_file": str(SSH_KEY),
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
             "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_pipelining": True,
         }
-    mirror = f"http://{HOST_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
+    mirror = os.environ.get("ANVIL_TESTBED_MIRROR_URL") or f"http://{HOST_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
     registry = f"{HOST_ADDR}:{anvil_env.ANVIL_REGISTRY_PORT}"
     inventory = {
         "all": {
