@@ -258,10 +258,10 @@ def _module_gomod(module: str, version: str) -> str:
     return Path(info["GoMod"]).read_text(encoding="utf-8")
 
 
-def go_env() -> Dict[str, str]:
+def go_env(cgo: bool = False) -> Dict[str, str]:
     env = dict(os.environ)
     env.update(
-        CGO_ENABLED="0",
+        CGO_ENABLED="1" if cgo else "0",
         GOOS="linux",
         GOARCH="amd64",
         GOFLAGS="-buildvcs=false",
@@ -313,10 +313,10 @@ def is_cached(out_dir: Path, binary: str, recipe: str) -> bool:
     return stamp.read_text().strip() == recipe
 
 
-def _run(cmd: List[str], cwd: Path, log) -> None:
+def _run(cmd: List[str], cwd: Path, log, cgo: bool = False) -> None:
     log.write(f"$ (cd {cwd} && {' '.join(cmd)})\n")
     log.flush()
-    proc = subprocess.run(cmd, check=False, cwd=cwd, env=go_env(), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, env=go_env(cgo), stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:2])} failed in {cwd} (rc={proc.returncode}); see {log.name}")
 
@@ -351,15 +351,20 @@ def build_own(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: 
 
 def _go_build(work: Path, source: Dict[str, Any], *, version: str, binaries, out_dir: Path, jobs: int, log) -> None:
     ldflags = render_ldflags(source, version)
+    cgo = bool(source.get("cgo"))
+    base = ["go", "build", "-p", str(jobs), "-trimpath"]
+    if cgo:  # a component that needs cgo is still linked statically (glibc's libc.a, pure-Go resolver)
+        ldflags += " -linkmode external -extldflags -static"
+        base += ["-tags", "netgo,osusergo"]
+    base += ["-ldflags", ldflags]
     pkgs = {b: source["packages"][b] for b in binaries}
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        base = ["go", "build", "-p", str(jobs), "-trimpath", "-ldflags", ldflags]
         if all(go_default_name(p) == b for b, p in pkgs.items()):
             # One invocation: the packages compile in parallel and share work.
-            _run([*base, "-o", tmp + "/", *pkgs.values()], work, log)
+            _run([*base, "-o", tmp + "/", *pkgs.values()], work, log, cgo)
         else:
             for b, p in pkgs.items():
-                _run([*base, "-o", str(Path(tmp) / b), p], work, log)
+                _run([*base, "-o", str(Path(tmp) / b), p], work, log, cgo)
         for b in binaries:  # atomic replace: running processes keep their old inode
             os.replace(Path(tmp) / b, out_dir / b)
 

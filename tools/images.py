@@ -46,6 +46,8 @@ IPTABLES_ALTERNATIVES = (
     "ip6tables-save",
     "ip6tables-restore",
 )
+# Bump when the way userland trees are assembled changes (they are cached by package list).
+USERLAND_REV = 2
 # The registry repository path images are pushed under (kubeadm: imageRepository <addr>:5000/anvil).
 DEFAULT_REPO = os.environ.get("ANVIL_IMAGE_REPO_PATH", "anvil")
 
@@ -98,7 +100,13 @@ def layout_dir(spec: Dict[str, Any]) -> Path:
 
 
 def oci_ref(spec: Dict[str, Any]) -> str:
+    """The image in skopeo's transport syntax."""
     return f"oci:{layout_dir(spec)}:{spec['tag']}"
+
+
+def umoci_ref(spec: Dict[str, Any]) -> str:
+    """The image in umoci's syntax (layout:tag, no transport)."""
+    return f"{layout_dir(spec)}:{spec['tag']}"
 
 
 def _run(cmd: List[str], **kw) -> subprocess.CompletedProcess:
@@ -150,7 +158,7 @@ def userland_dir(groups: List[str], manifest: Dict[str, Any]) -> Optional[Path]:
         return None
     table = manifest.get("anvil_image_userland") or {}
     packages = sorted({p for g in groups for p in table[g]})
-    key = hashlib.sha256(json.dumps(packages).encode()).hexdigest()[:12]
+    key = hashlib.sha256(json.dumps([USERLAND_REV, packages]).encode()).hexdigest()[:12]
     base = images_root() / "userland" / f"{'-'.join(groups)}-{key}"
     root = base / "rootfs"
     if (base / ".done").exists():
@@ -166,8 +174,9 @@ def userland_dir(groups: List[str], manifest: Dict[str, Any]) -> Optional[Path]:
     sbin = root / "usr/sbin"
     # dpkg-deb -x does not run maintainer scripts: set up what update-alternatives would (nft mode).
     for name in IPTABLES_ALTERNATIVES:
-        if (sbin / f"{name}-nft").exists() and not (sbin / name).exists():
-            (sbin / name).symlink_to(f"{name}-nft")
+        nft_name = name.replace("tables", "tables-nft", 1)  # iptables-restore -> iptables-nft-restore
+        if (sbin / nft_name).exists() and not (sbin / name).exists():
+            (sbin / name).symlink_to(nft_name)
     busybox = root / "bin/busybox"
     if busybox.exists():
         applets = _run([str(busybox), "--list-full"]).stdout.split()
@@ -223,7 +232,7 @@ def input_digest(spec: Dict[str, Any], manifest: Dict[str, Any]) -> str:
         st = path.stat()
         h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
     table = manifest.get("anvil_image_userland") or {}
-    h.update(json.dumps([table.get(g) for g in spec["userland"]]).encode())
+    h.update(json.dumps([USERLAND_REV, [table.get(g) for g in spec["userland"]]]).encode())
     return h.hexdigest()[:16]
 
 
@@ -257,7 +266,7 @@ def build_image(spec: Dict[str, Any], manifest: Dict[str, Any], force: bool = Fa
             shutil.copy2(component_dir(comp, versions[comp]["version"]) / binary, target)
             target.chmod(0o755)
         _fix_times(root)
-        ref = oci_ref(spec)
+        ref = umoci_ref(spec)
         _run(["umoci", "init", "--layout", str(layout)])
         _run(["umoci", "new", "--image", ref])
         _run(["umoci", "insert", "--no-history", "--image", ref, str(root), "/"])
@@ -310,7 +319,7 @@ def verify_image(spec: Dict[str, Any]) -> str:
         problems.append("labels")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "rootfs"
-        _run(["umoci", "raw", "unpack", "--image", oci_ref(spec), str(root)])
+        _run(["umoci", "raw", "unpack", "--image", umoci_ref(spec), str(root)])
         run = subprocess.run(
             ["chroot", str(root), spec["entrypoint"], *spec["version_args"]],
             capture_output=True,
