@@ -562,6 +562,7 @@ class Release:
                 "--namespace",
                 self.namespace,
                 "--include-crds",
+                "--skip-tests",
                 "--values",
                 values_file,
             ]
