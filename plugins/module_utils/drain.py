@@ -353,6 +353,7 @@ class DrainLoop(object):
         self.tracks = {}
         self.evicted = []
         self.retries = 0
+        self.list_errors = 0
         self.late_refused = {}
         self.error = None
         self.timed_out = False
@@ -441,7 +442,14 @@ class DrainLoop(object):
                     self._handle(track, err, now)
                 if self.error:
                     return self
-            self._observe()
+            try:
+                self._observe()
+            except KubeError as err:
+                if 400 <= err.status < 500 and err.status != 429:
+                    raise
+                self.list_errors += 1  # transient (5xx, throttling): look again at the next poll
+            except Exception:
+                self.list_errors += 1  # connection trouble: same
             pending = self.remaining()
             if not pending:
                 return self

@@ -414,3 +414,33 @@ def test_no_deadline_means_wait_without_limit():
     api = FakeApi([p], clock, refuse_until={"uid-web-1": clock.now + 3600})
     loop = DrainLoop(api, "n1", [p], deadline=None, clock=clock, sleep=clock.sleep).run()
     assert not loop.timed_out and loop.evicted == ["app/web-1"] and clock.now >= 4600
+
+
+def test_transient_list_errors_do_not_abort_the_drain():
+    clock = FakeClock()
+    p = pod("web-1")
+    api = FakeApi([p], clock)
+    failures = [KubeError(503, "ServiceUnavailable", "etcd"), ConnectionError("reset")]
+    original = api.list_node_pods
+
+    def flaky(*args):
+        if failures:
+            raise failures.pop()
+        return original(*args)
+
+    api.list_node_pods = flaky
+    loop = make_loop(api, clock, [p]).run()
+    assert loop.list_errors == 2 and loop.remaining() == [] and loop.evicted == ["app/web-1"]
+
+
+def test_client_error_while_listing_is_raised():
+    clock = FakeClock()
+    p = pod("web-1")
+    api = FakeApi([p], clock)
+
+    def forbidden(*args):
+        raise KubeError(403, "Forbidden", "cannot list pods")
+
+    api.list_node_pods = forbidden
+    with pytest.raises(KubeError):
+        make_loop(api, clock, [p]).run()
