@@ -9,7 +9,7 @@ machine gets a plain copy of it (no overlayfs: containerd's overlay snapshotter 
 Everything the tool creates is recorded under $ANVIL_STATE/testbed, so `down` also cleans up after a
 crashed run. The host may not run systemd as PID 1, so machines are registered nowhere but here.
 
-Usage (as root): python -m tests.testbed.testbed up|down|status|exec|stop|start|add|build|inventory
+Usage (as root): python -m tests.testbed.testbed up|down|status|exec|stop|start|add|remove|build|inventory
 """
 
 from __future__ import annotations
@@ -968,6 +968,15 @@ def add(name: str, role: str | None = None, timeout: float = 120.0) -> Machine:
     return machine
 
 
+def remove(name: str) -> None:
+    """Power one machine off and delete it (a host leaving for good); the inventory no longer lists it."""
+    with locked():
+        machine = get_machine(name)
+        stop_machine(machine)
+        shutil.rmtree(machine.dir)
+        write_inventory(load_machines())
+
+
 def start(name: str, timeout: float = 120.0) -> Machine:
     with locked():
         machine = get_machine(name)
@@ -1093,6 +1102,7 @@ def main(argv: list[str] | None = None) -> int:
     p_add = sub.add_parser("add", help="one more machine in a running testbed")
     p_add.add_argument("node")
     p_add.add_argument("--role", choices=[CONTROL_PLANE, WORKERS])
+    sub.add_parser("remove", help="power a machine off and delete it").add_argument("node")
     p_build = sub.add_parser("build", help="build (or rebuild) the cached base root filesystem")
     p_build.add_argument("--force", action="store_true")
     sub.add_parser("inventory", help="rewrite the inventory from the recorded machines")
@@ -1119,6 +1129,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "add":
             machine = add(args.node, args.role)
             log(f"{machine.name} added at {machine.ip}; inventory: {INVENTORY}")
+        elif args.command == "remove":
+            remove(args.node)
+            log(f"{args.node} removed")
         elif args.command == "build":
             preflight(0, building=True)
             build_rootfs(force=args.force)

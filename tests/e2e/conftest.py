@@ -1,0 +1,159 @@
+"""End-to-end fixtures: one testbed of real machines per test session, and the mirror they install from.
+
+- `testbed` (session): a fresh testbed of ANVIL_TESTBED_NODES machines (default 3, one control plane),
+  torn down at the end of the session. ANVIL_TESTBED_REUSE=1 reuses a running testbed of the right size
+  and leaves it running; ANVIL_TESTBED_KEEP=1 leaves the session's testbed running for inspection.
+- `mirror` (session): the mirror (tools/mirror.py, `make mirror-up`) serving packages, files and images
+  on the bridge address. ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
+
+Tests marked `testbed_lifecycle` stop, start, add or recreate machines; they are run first in the
+session so that later tests get a settled testbed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.testbed import testbed as tb
+from tools import anvil_env
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "testbed_lifecycle: stops/starts/adds/recreates testbed machines (run first)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: 0 if item.get_closest_marker("testbed_lifecycle") else 1)
+
+
+def host_snapshot() -> dict[str, set[str]]:
+    """What the testbed may add to the host: links, mounts, testbed processes and cgroups."""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    cgroups = {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()}
+    return {
+        "links": {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()},
+        "mounts": {line.split()[4] for line in mounts},
+        "processes": {f"{pid} {' '.join(tb._cmdline(pid))[:80]}" for pid in tb._machine_process_ids(None)},
+        "cgroups": cgroups,
+        "machine_dirs": {str(p) for p in tb.MACHINES_DIR.glob("*")} if tb.MACHINES_DIR.exists() else set(),
+    }
+
+
+@dataclass
+class Testbed:
+    """Handle on the session's machines, for tests."""
+
+    inventory: Path
+    hosts: dict[str, str] = field(default_factory=dict)
+    up_seconds: float = 0.0
+    created: bool = False
+    clean_host: dict[str, set[str]] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        self.hosts = {m.name: m.ip for m in tb.load_machines()}
+
+    def machine(self, name: str) -> tb.Machine:
+        return tb.get_machine(name)
+
+    def exec(self, name: str, cmd: str | list[str], check: bool = False, timeout: float = 300):
+        """Run a command inside a machine (no ssh): a string runs through /bin/sh -c, a list as argv.
+        Returns the CompletedProcess (text stdout/stderr); check=True raises on a non-zero exit."""
+        command = [cmd] if isinstance(cmd, str) else list(cmd)
+        proc = tb.exec_in(tb.get_machine(name), command, capture=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{name}: {command} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def stop(self, name: str) -> None:
+        tb.stop(name)
+
+    def start(self, name: str) -> None:
+        tb.start(name)
+
+    def add(self, name: str, role: str | None = None) -> str:
+        machine = tb.add(name, role)
+        self.refresh()
+        return machine.ip
+
+    def remove(self, name: str) -> None:
+        tb.remove(name)
+        self.refresh()
+
+    def up(self, nodes: int, control_planes: int = 1) -> float:
+        started = time.monotonic()
+        tb.up(nodes, control_planes)
+        self.refresh()
+        return time.monotonic() - started
+
+    def down(self) -> None:
+        tb.down()
+        self.refresh()
+
+
+def _nodes() -> int:
+    return int(os.environ.get("ANVIL_TESTBED_NODES", "3"))
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Testbed:
+    if os.geteuid() != 0:
+        pytest.fail("e2e tests need root: the testbed creates network devices and machines")
+    nodes = _nodes()
+    wanted = {name for name, _ in tb.machine_names(nodes, 1)}
+    running = {m.name for m in tb.load_machines() if m.running()}
+    reuse = os.environ.get("ANVIL_TESTBED_REUSE") == "1" and running == wanted
+    bed = Testbed(inventory=tb.INVENTORY)
+    if not reuse:
+        tb.build_rootfs()  # a cold cache is not part of the measured warm start
+        tb.down()  # leftovers of an earlier (maybe crashed) run
+        bed.clean_host = host_snapshot()
+        bed.up_seconds = bed.up(nodes)
+        bed.created = True
+    bed.refresh()
+    yield bed
+    if bed.created and os.environ.get("ANVIL_TESTBED_KEEP") != "1":
+        tb.down()
+
+
+def _mirror_url() -> str:
+    return os.environ.get("ANVIL_TESTBED_MIRROR_URL") or (
+        f"http://{anvil_env.ANVIL_BRIDGE_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
+    )
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=3) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def mirror() -> str:
+    """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed)."""
+    url = _mirror_url()
+    if not _answers(f"{url}/apt/Packages"):
+        script = REPO_ROOT / "tools" / "mirror.py"
+        if not script.exists():
+            pytest.fail(f"no mirror at {url} and tools/mirror.py does not exist: run `make mirror-up` first")
+        proc = subprocess.run([sys.executable, str(script), "up"], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            pytest.fail(f"`tools/mirror.py up` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        deadline = time.monotonic() + 60
+        while not _answers(f"{url}/apt/Packages"):
+            if time.monotonic() > deadline:
+                pytest.fail(f"the mirror started but {url}/apt/Packages does not answer")
+            time.sleep(0.5)
+    return url
