@@ -809,7 +809,7 @@ def log_tail(path: Path, lines: int = 25) -> str:
 
 
 def _https_ok(
-    url: str, cafile: Path | None = None, cert: tuple[Path, Path] | None = None, timeout: float = 2.0
+    url: str, cafile: Path | None = None, cert: tuple[Path, Path] | None = None, timeout: float = 5.0
 ) -> bool:
     if cafile:
         ctx = ssl.create_default_context(cafile=str(cafile))
@@ -907,13 +907,20 @@ def dead_processes(state: dict) -> list[str]:
     ]
 
 
-def is_healthy(inst: Instance, state: dict | None = None) -> bool:
+def is_healthy(inst: Instance, state: dict | None = None, patience: float = 0.0) -> bool:
+    """Every process is alive and the apiserver answers /readyz (retried for `patience` seconds, so a
+    busy host does not make a shared instance look dead and get restarted under other sessions)."""
     state = state if state is not None else load_state(inst)
     if not state or set(state.get("processes", {})) != set(START_ORDER):
         return False
     if dead_processes(state):
         return False
-    return health_checks(inst)["kube-apiserver"]()
+    check = health_checks(inst)["kube-apiserver"]
+    try:
+        wait_for("kube-apiserver /readyz", check, patience, alive=lambda: ", ".join(dead_processes(state)) or None)
+    except KubeApiError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1139,7 +1146,7 @@ def up(
         raise KubeApiError("--nodes must be >= 0")
     with instance_lock(inst):
         state = load_state(inst)
-        if state and is_healthy(inst, state):
+        if state and is_healthy(inst, state, patience=45):
             t0 = time.monotonic()
             client = api_client(inst.admin_kubeconfig)
             names = scale_nodes(inst, client, nodes, allow_shrink=allow_shrink)
@@ -1171,7 +1178,7 @@ def status(inst: Instance = DEFAULT) -> dict:
             "alive": alive,
             "rss_mib": round(rss_kib(entry["pid"]) / 1024, 1) if alive else 0,
         }
-    healthy = is_healthy(inst, state)
+    healthy = is_healthy(inst, state, patience=5)
     return {
         "running": True,
         "healthy": healthy,

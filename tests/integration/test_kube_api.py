@@ -331,7 +331,13 @@ def test_failed_start_cleans_up_everything(tmp_path):
     stop all of them and remove the instance directory (its logs are kept aside to say why)."""
     bad = tmp_path / "stages.yaml"
     bad.write_text("kind: Stage\n  : [\n")  # kwok cannot parse its config and exits
-    inst = kapi.Instance(name=f"failtest-{uuid.uuid4().hex[:6]}", port_offset=20000)
+    # Ports of an offset nobody uses right now (other sessions run their own benchmark instances).
+    offset = next(
+        o
+        for o in range(30000, 41000, 137)
+        if not any(kapi.port_in_use(p) for p in kapi.Instance(port_offset=o).all_ports().values())
+    )
+    inst = kapi.Instance(name=f"failtest-{uuid.uuid4().hex[:6]}", port_offset=offset)
     try:
         with pytest.raises(kapi.KubeApiError, match="kwok exited"):
             kapi.up(inst, nodes=1, kwok_stages=bad, timeout=60)
