@@ -39,7 +39,7 @@ description:
   - Network isolation needs a CNI plugin that enforces NetworkPolicy (Calico, Kube-OVN, Cilium);
     Flannel alone stores but does not enforce the policies.
 author:
-  - anvil.cluster contributors
+  - anvil.cluster contributors (@anvil-cluster)
 options:
   name:
     description:
