@@ -1,0 +1,138 @@
+"""HA: 3 control planes + 1 worker; lose the first control plane, the API is still served.
+
+Not collected by `make e2e` (it needs a different testbed shape): `make e2e-ha` boots 4 machines
+with 3 control planes and runs this file explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.ansible import REPO_ROOT, run_playbook
+
+SITE = REPO_ROOT / "playbooks" / "site.yml"
+VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
+WORK = REPO_ROOT / "build" / "e2e-ha"
+# admin.conf on a control plane points at 127.0.0.1:8443: that node's local load balancer.
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=10s"
+
+
+def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
+    proc = testbed.exec(node, cmd)
+    rc = getattr(proc, "returncode", 0)
+    out = getattr(proc, "stdout", proc)
+    out = out.decode() if isinstance(out, bytes) else str(out)
+    if check and rc != 0:
+        raise AssertionError(f"{node}: {cmd!r} failed rc={rc}: {out} {getattr(proc, 'stderr', '')}")
+    return out
+
+
+def poll(fn, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+            if last:
+                return last
+        except AssertionError as exc:
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+
+
+@pytest.fixture(scope="module")
+def ha(testbed):
+    data = yaml.safe_load(Path(testbed.inventory).read_text())
+    children = data["all"]["children"]["k8s_cluster"]["children"]
+    cps = list(children["control_plane"]["hosts"])
+    workers = list((children.get("workers") or {}).get("hosts") or {})
+    assert len(cps) == 3 and len(workers) >= 1, f"needs 3 control planes + 1 worker, got {cps} {workers}"
+    WORK.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    result = run_playbook(
+        SITE,
+        inventory=testbed.inventory,
+        extra_vars={"anvil_kubeconfig_dest": str(WORK / "admin.conf"), "anvil_cluster_name": "e2e-ha"},
+    )
+    assert result.rc == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    print(f"\nHA site.yml: {time.monotonic() - started:.1f} s")
+    return {
+        "cps": cps,
+        "workers": workers,
+        "image": f"{data['all']['vars']['anvil_image_repository']}/flannel:{VERSIONS['flannel']['image']['tag']}",
+    }
+
+
+def _ready_nodes(testbed, node: str) -> set[str]:
+    items = json.loads(sh(testbed, node, f"{KUBECTL} get nodes -o json"))["items"]
+    return {
+        n["metadata"]["name"]
+        for n in items
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+    }
+
+
+def test_three_control_planes_ready(testbed, ha):
+    assert _ready_nodes(testbed, ha["cps"][1]) == set(ha["cps"]) | set(ha["workers"])
+    pods = json.loads(sh(testbed, ha["cps"][1], f"{KUBECTL} -n kube-system get pods -l component=etcd -o json"))
+    assert len(pods["items"]) == 3
+
+
+def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
+    first, second = ha["cps"][0], ha["cps"][1]
+    worker = ha["workers"][0]
+    testbed.stop(first)
+    try:
+        # Served through the local load balancer of the surviving nodes (and of the worker).
+        poll(lambda: sh(testbed, second, f"{KUBECTL} get --raw /readyz").strip() == "ok", 90, "API via cp2's LB")
+        poll(
+            lambda: "ok" in sh(testbed, worker, "curl -sk --max-time 5 https://127.0.0.1:8443/readyz", check=False),
+            90,
+            "API via the worker's LB",
+        )
+        manifest = {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "ha-probe", "namespace": "default"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "ha-probe"}},
+                "template": {
+                    "metadata": {"labels": {"app": "ha-probe"}},
+                    "spec": {
+                        "containers": [{"name": "c", "image": ha["image"], "command": ["sh", "-c", "exec sleep 3600"]}]
+                    },
+                },
+            },
+        }
+        sh(testbed, second, f"echo '{json.dumps(manifest)}' | {KUBECTL} apply -f -")
+        poll(
+            lambda: (
+                json.loads(sh(testbed, second, f"{KUBECTL} -n default get deploy ha-probe -o json"))["status"].get(
+                    "readyReplicas"
+                )
+                == 1
+            ),
+            180,
+            "a new Deployment to be scheduled and run while the first control plane is down",
+        )
+    finally:
+        testbed.start(first)
+    poll(lambda: first in _ready_nodes(testbed, second), 300, "the first control plane to rejoin (Ready)")
+    first_ip = yaml.safe_load(Path(testbed.inventory).read_text())["all"]["children"]["k8s_cluster"]["children"][
+        "control_plane"
+    ]["hosts"][first]["ansible_host"]
+    poll(
+        lambda: (
+            sh(testbed, second, f"{KUBECTL} --server https://{first_ip}:6443 get --raw /readyz", check=False).strip()
+            == "ok"
+        ),
+        300,
+        "the first control plane's API server to be ready again",
+    )
