@@ -67,7 +67,7 @@ options:
   chart:
     description:
       - Path of a local Helm chart (a directory or a packaged C(.tgz)) rendered with C(helm template) and
-        O(values). Helm only renders: the release is managed by this module, not stored by Helm.
+        O(values). Helm only renders; the release is managed by this module, not stored by Helm.
     type: path
   values:
     description:
@@ -293,11 +293,16 @@ try:
     from kubernetes.dynamic.exceptions import (
         ConflictError,
         DynamicApiError,
+        ForbiddenError,
         NotFoundError,
         ResourceNotFoundError,
     )
 except ImportError:  # reported by require_kubernetes()
-    ConflictError = DynamicApiError = NotFoundError = ResourceNotFoundError = Exception
+
+    class DynamicApiError(Exception):
+        """Stand-in so that the module loads (and reports the missing library) without the client."""
+
+    ConflictError = ForbiddenError = NotFoundError = ResourceNotFoundError = DynamicApiError
 
 SECRET_RESOURCE = ("v1", "Secret")
 POLL_SECONDS = 1.0
@@ -581,6 +586,10 @@ class Release:
             return True
         except NotFoundError:
             return False
+        except ForbiddenError:
+            # Users confined to their namespace (a RoleBinding, no cluster-wide read) cannot read the
+            # Namespace object; if it is really missing, the dry-run of every object says so.
+            return True
 
     def prune_base(self):
         """Objects this release may have put in the cluster and not yet removed.
@@ -606,9 +615,12 @@ class Release:
         problems = []
         steps = []  # (action, desired, live, dry_run)
         for obj in objects:
-            live = (
-                None if namespace_missing and obj["metadata"].get("namespace") == self.namespace else self.get_live(obj)
-            )
+            try:
+                skip_get = namespace_missing and obj["metadata"].get("namespace") == self.namespace
+                live = None if skip_get else self.get_live(obj)
+            except DynamicApiError as exc:
+                problems.append("%s: %s" % (plan.ref_text(obj), api_message(exc)))
+                continue
             if live is not None:
                 problem = plan.ownership_problem(live, self.name, self.namespace, adopt=self.params["adopt"])
                 if problem:

@@ -320,10 +320,37 @@ def test_bad_input_fails_before_anything_is_applied(kube_api, namespace):
     assert out.get("failed") and "does not exist" in out["msg"]
     assert "fine" not in configmaps(kube_api, namespace)
     assert records(kube_api, namespace) == {}
-    # A limited user without rights in another namespace fails at the dry-run, before applying.
-    user = kube_api.user_kubeconfig("release-user-%s" % namespace[-6:])
-    out = release(kube_api, namespace, definitions=[configmap("fine", {"a": "b"})], kubeconfig=str(user))
-    assert out.get("failed") and "forbidden" in out["msg"].lower()
+
+
+def test_namespace_admin_user_and_rbac_checked_before_apply(kube_api, namespace):
+    """A user who is admin of the release namespace only: can run releases there; an object in a namespace
+    the user may not write is refused by the dry-run, before anything is applied."""
+    user_name = "release-user-%s" % namespace[-6:]
+    user = kube_api.user_kubeconfig(user_name)
+    client.RbacAuthorizationV1Api(kube_api.api_client()).create_namespaced_role_binding(
+        namespace,
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "release-admin"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user_name}],
+        },
+    )
+    outside = configmap("outside-%s" % namespace[-6:], {"a": "b"})
+    outside["metadata"]["namespace"] = "default"
+    out = release(
+        kube_api,
+        namespace,
+        definitions=[configmap("mine", {"a": "b"}), outside],
+        allowed_namespaces=["default"],
+        kubeconfig=user,
+    )
+    assert out.get("failed") and "nothing was applied" in out["msg"] and "forbidden" in out["msg"].lower()
+    assert "mine" not in configmaps(kube_api, namespace) and records(kube_api, namespace) == {}
+    ok = release(kube_api, namespace, definitions=[configmap("mine", {"a": "b"})], kubeconfig=user)
+    assert not ok.get("failed"), ok.get("msg")
+    assert ok["revision"] == 1 and configmaps(kube_api, namespace)["mine"] == {"a": "b"}
 
 
 def test_other_releases_objects_are_never_touched(kube_api, namespace):
