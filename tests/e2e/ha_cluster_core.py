@@ -7,6 +7,7 @@ with 3 control planes and runs this file explicitly.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -44,6 +45,20 @@ def poll(fn, timeout: float, what: str, interval: float = 2.0):
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+
+
+@pytest.fixture(scope="module")
+def testbed(mirror):
+    """Its own shape: 3 control planes + 1 worker (the session fixture boots 1 control plane)."""
+    from tests.e2e.conftest import Testbed
+    from tests.testbed import testbed as tb
+
+    tb.down()
+    bed = Testbed(inventory=tb.INVENTORY)
+    bed.up(4, 3)
+    yield bed
+    if os.environ.get("ANVIL_TESTBED_KEEP") != "1":
+        tb.down()
 
 
 @pytest.fixture(scope="module")

@@ -66,7 +66,7 @@ def base_vars() -> dict:
 
 
 @pytest.fixture(scope="module")
-def groups(testbed):
+def groups(testbed, mirror):
     g = _groups(testbed.inventory)
     assert len(g["control_plane"]) >= 1 and len(g["workers"]) >= 2, f"needs 1 control plane + 2 workers: {g}"
     return g
