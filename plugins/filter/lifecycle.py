@@ -14,7 +14,8 @@ version_added: 0.1.0
 description:
   - Returns C(ok), C(problems) (why a removal is refused), C(warnings) and C(steps) (etcd members to
     remove, in order) for removing the control planes in O(removing).
-  - Also provides C(lifecycle_etcd_members) (normalise an etcd member list), C(lifecycle_classify)
+  - Also provides C(lifecycle_etcd_members) (normalise an etcd member list), C(lifecycle_etcd_health) (members with
+    their health from /health probe results), C(lifecycle_classify)
     (new hosts versus hosts already in the cluster), C(lifecycle_control_planes) (control-plane node
     names from Node objects) and C(lifecycle_reset_plan) (what a reset removes from a host).
 positional: members, removing
@@ -51,6 +52,7 @@ _value:
 from ansible_collections.anvil.cluster.plugins.module_utils.lifecycle import (
     classify_hosts,
     control_plane_nodes,
+    members_with_health,
     parse_etcd_members,
     plan_control_plane_removal,
     reset_plan,
@@ -63,6 +65,10 @@ def lifecycle_removal_plan(control_planes, members, removing):
 
 def lifecycle_etcd_members(member_list):
     return parse_etcd_members(member_list)
+
+
+def lifecycle_etcd_health(probe_results):
+    return members_with_health(list(probe_results or []))
 
 
 def lifecycle_classify(requested, node_names, cluster_nodes):
@@ -82,6 +88,7 @@ class FilterModule(object):
         return {
             "lifecycle_removal_plan": lifecycle_removal_plan,
             "lifecycle_etcd_members": lifecycle_etcd_members,
+            "lifecycle_etcd_health": lifecycle_etcd_health,
             "lifecycle_classify": lifecycle_classify,
             "lifecycle_control_planes": lifecycle_control_planes,
             "lifecycle_reset_plan": lifecycle_reset_plan,

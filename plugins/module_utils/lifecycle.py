@@ -185,6 +185,24 @@ def parse_etcd_members(member_list):
     return out
 
 
+def members_with_health(probe_results):
+    """Members with `healthy` from the per-member results of probing etcd's /health endpoint.
+
+    probe_results: Ansible loop results of the uri module, each with `item` (a member from
+    parse_etcd_members), `status` and `json` ({"health": "true"}). A member with no answer, another
+    status, or no client URL (a member that never started) is unhealthy.
+    """
+    out = []
+    for result in probe_results or []:
+        member = dict(result.get("item") or {})
+        body = result.get("json") or {}
+        member["healthy"] = bool(
+            not result.get("skipped") and result.get("status") == 200 and str(body.get("health")).lower() == "true"
+        )
+        out.append(member)
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Which hosts are new
 # ---------------------------------------------------------------------------------------------------------
@@ -363,7 +381,8 @@ def owned_links(link_names):
 def reset_plan(observed):
     """Everything a reset would remove from one host, from what the reset role observed on it.
 
-    observed keys (all optional): existing_paths (list), iptables_save, ip6tables_save, nft_tables,
+    observed keys (all optional): candidate_paths (what a reset removes; default RESET_PATHS),
+    existing_paths (those of them present on the host), iptables_save, ip6tables_save, nft_tables,
     links (names), proc_mounts, pods (CRI pod sandbox ids), containers (k8s.io containerd ids), images
     (k8s.io image refs), kubelet_active (bool).
 
@@ -372,7 +391,8 @@ def reset_plan(observed):
     "stop_kubelet": bool}.
     """
     observed = observed or {}
-    paths = [p for p in RESET_PATHS if p in set(observed.get("existing_paths") or [])]
+    existing = set(observed.get("existing_paths") or [])
+    paths = [p for p in (observed.get("candidate_paths") or RESET_PATHS) if p in existing]
     mounts = mounts_to_unmount(observed.get("proc_mounts", ""))
     links = owned_links(observed.get("links"))
     v4 = netfilter_cleanup(observed.get("iptables_save", ""))

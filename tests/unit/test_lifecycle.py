@@ -321,3 +321,18 @@ def test_reset_plan_of_clean_host_is_empty():
     plan = lc.reset_plan({"existing_paths": ["/etc/ssh"], "links": ["lo", "host0"], "iptables_save": ""})
     assert plan["empty"]
     assert plan["items"] == []
+
+
+def test_members_with_health_from_probe_results():
+    results = [
+        {"item": {"id": "1", "name": "cp1"}, "status": 200, "json": {"health": "true"}},
+        {"item": {"id": "2", "name": "cp2"}, "status": 503, "json": {"health": "false"}},
+        {"item": {"id": "3", "name": "cp3"}, "status": -1, "msg": "Connection refused"},
+        {"item": {"id": "4", "name": ""}, "skipped": True},
+    ]
+    assert [(m["name"], m["healthy"]) for m in lc.members_with_health(results)] == [
+        ("cp1", True),
+        ("cp2", False),
+        ("cp3", False),
+        ("", False),
+    ]
