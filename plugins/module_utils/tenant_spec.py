@@ -702,7 +702,19 @@ def plan_tenants(specs, namespaces, objects, prune=False, prune_force=False):
             for entry in spec["namespaces"]:
                 claims[entry["name"]] = spec["name"]
 
-    existing = dict((object_key(o), o) for o in objects)
+    # Indexes, so that planning stays linear in the number of tenants and objects.
+    existing = {}
+    objects_by_tenant = {}
+    for obj in objects:
+        existing[object_key(obj)] = obj
+        objects_by_tenant.setdefault(tenant_of(obj), []).append(obj)
+    namespaces_by_tenant = {}
+    terminating = set()
+    for name, ns in namespaces.items():
+        if is_terminating(ns):
+            terminating.add(name)
+        elif is_managed(ns):
+            namespaces_by_tenant.setdefault(tenant_of(ns), []).append(name)
     plans = []
     for spec in specs:
         tenant = spec["name"]
@@ -716,9 +728,7 @@ def plan_tenants(specs, namespaces, objects, prune=False, prune_force=False):
             owner = tenant_of(actual_ns) if is_managed(actual_ns) else None
             if owner and owner != tenant:
                 other = in_run.get(owner)
-                released = other is not None and (
-                    other["state"] == "absent" or entry["name"] not in [e["name"] for e in other["namespaces"]]
-                )
+                released = other is not None and (other["state"] == "absent" or claims.get(entry["name"]) != owner)
                 if not released:
                     errors.append(
                         "%s: namespace %r already belongs to tenant %r; remove it from that tenant first"
@@ -745,21 +755,18 @@ def plan_tenants(specs, namespaces, objects, prune=False, prune_force=False):
                 actions.append(_action("update", obj, actual, tenant))
         # Namespaces of this tenant that are no longer desired.
         removed_namespaces = []
-        for name in sorted(namespaces):
+        for name in sorted(namespaces_by_tenant.get(tenant, [])):
             ns = namespaces[name]
-            if not is_managed(ns) or tenant_of(ns) != tenant or is_terminating(ns):
-                continue
             if ("Namespace", None, name) in desired_keys:
                 continue
             if claims.get(name) and claims[name] != tenant:
                 continue  # handed over to another tenant of this run
             removed_namespaces.append(name)
             actions.append(_action("delete", None, ns, tenant))
-        gone = set(removed_namespaces)
-        gone.update(name for name, ns in namespaces.items() if is_terminating(ns))
-        for obj in objects:
+        gone = terminating.union(removed_namespaces)
+        for obj in objects_by_tenant.get(tenant, []):
             key = object_key(obj)
-            if tenant_of(obj) != tenant or key in desired_keys or is_terminating(obj):
+            if key in desired_keys or is_terminating(obj):
                 continue
             if obj["metadata"].get("namespace") in gone:
                 continue  # deleted with its namespace

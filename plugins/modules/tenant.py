@@ -605,7 +605,10 @@ def main():
     require_kubernetes(module)
     params = _clean_params(module.params)
     single = module.params["tenants"] is None
-    if not single and not module.params["tenants"] and not module.params["prune"]:
+    if not single and not module.params["tenants"]:
+        if module.params["prune"]:
+            # An empty or mistyped inventory variable must not wipe every tenant of the cluster.
+            module.fail_json(msg="prune with an empty tenants list would remove every tenant; refusing")
         module.exit_json(changed=False, tenants=[], stats={"created": 0, "updated": 0, "deleted": 0, "api_requests": 0})
     try:
         specs = normalize_tenants(params)

@@ -14,7 +14,8 @@ Runs, each through real ansible-playbook:
 It uses its own API instance ("bench-tenant", ports +20000, 1 kwok node) so the shared test instance is
 neither loaded with 14000 objects nor asked to delete 2000 namespaces; the instance is stopped at the end
 (BENCH_KEEP=1 keeps it). Environment knobs: BENCH_TENANTS (default 1000), BENCH_K8S_TENANTS (default
-BENCH_TENANTS), BENCH_CONCURRENCY (module option, default 8), BENCH_K8S_NOOP (default 0).
+BENCH_TENANTS; 0 skips the kubernetes.core.k8s runs), BENCH_CONCURRENCY (module option, default 8),
+BENCH_K8S_NOOP (default 0), BENCH_INSTANCE / BENCH_PORT_OFFSET (API instance name and port offset).
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from ansible_collections.anvil.cluster.plugins.module_utils.tenant_spec import (
     render_tenant,
 )
 
-INSTANCE = kapi.Instance(name="bench-tenant", port_offset=20000)
+INSTANCE = kapi.Instance(
+    name=os.environ.get("BENCH_INSTANCE", "bench-tenant"), port_offset=int(os.environ.get("BENCH_PORT_OFFSET", "20000"))
+)
 N = int(os.environ.get("BENCH_TENANTS", "1000"))
 K8S_N = int(os.environ.get("BENCH_K8S_TENANTS", str(N)))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "8"))
@@ -168,25 +171,26 @@ def main() -> None:
         print(f"  objects in the cluster (ta-*): {count_objects(kubeconfig, 'ta-')}", flush=True)
 
         # The same objects through kubernetes.core.k8s, one loop item per tenant.
-        definitions = [render_tenant(normalize_tenant(tenant(f"tk-{i:04d}"))) for i in range(K8S_N)]
-        k8s_task = {
-            "name": "k8s",
-            "kubernetes.core.k8s": {"state": "present", "definition": "{{ item }}"},
-            "loop": "{{ bench_definitions }}",
-            "loop_control": {"label": "{{ item[0].metadata.name }}"},
-        }
-        results["k8s_first"], _res = timed(
-            f"kubernetes.core.k8s loop, {K8S_N} tenants, first run",
-            play(k8s_task, kubeconfig),
-            {"bench_definitions": definitions},
-        )
-        if os.environ.get("BENCH_K8S_NOOP") == "1":
-            results["k8s_noop"], _res = timed(
-                f"kubernetes.core.k8s loop, {K8S_N} tenants, re-run",
+        if K8S_N:
+            definitions = [render_tenant(normalize_tenant(tenant(f"tk-{i:04d}"))) for i in range(K8S_N)]
+            k8s_task = {
+                "name": "k8s",
+                "kubernetes.core.k8s": {"state": "present", "definition": "{{ item }}"},
+                "loop": "{{ bench_definitions }}",
+                "loop_control": {"label": "{{ item[0].metadata.name }}"},
+            }
+            results["k8s_first"], _res = timed(
+                f"kubernetes.core.k8s loop, {K8S_N} tenants, first run",
                 play(k8s_task, kubeconfig),
                 {"bench_definitions": definitions},
             )
-        print(f"  objects in the cluster (tk-*): {count_objects(kubeconfig, 'tk-')}", flush=True)
+            if os.environ.get("BENCH_K8S_NOOP") == "1":
+                results["k8s_noop"], _res = timed(
+                    f"kubernetes.core.k8s loop, {K8S_N} tenants, re-run",
+                    play(k8s_task, kubeconfig),
+                    {"bench_definitions": definitions},
+                )
+            print(f"  objects in the cluster (tk-*): {count_objects(kubeconfig, 'tk-')}", flush=True)
     finally:
         if os.environ.get("BENCH_KEEP") != "1":
             kapi.down(INSTANCE)
@@ -196,7 +200,7 @@ def main() -> None:
     for key, value in results.items():
         extra = f"  ({value / per[key] * 1000:.0f} ms/tenant)" if key in per else ""
         print(f"  {key:15s} {value:8.1f}{extra}")
-    if "k8s_first" in results:
+    if "k8s_first" in results and "tenant_first" in results:
         speedup = (results["k8s_first"] / K8S_N) / (results["tenant_first"] / N)
         print(f"  first run per tenant: anvil.cluster.tenant is {speedup:.1f}x faster than a kubernetes.core.k8s loop")
     print(json.dumps({"tenants": N, "k8s_tenants": K8S_N, "concurrency": CONCURRENCY, **results}))
