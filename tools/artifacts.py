@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +54,8 @@ API_SELECTION = (
     "kwok/kwok",
 )
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# The Go toolchain: $GO, else `go` on PATH, else the standard install location.
+GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 
 
 class ManifestError(ValueError):
@@ -248,7 +251,7 @@ def wrapper_gomod(name: str, comp: Dict[str, Any]) -> str:
 
 def _module_gomod(module: str, version: str) -> str:
     out = subprocess.run(
-        ["go", "mod", "download", "-json", f"{module}@{version}"],
+        [GO, "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True,
         text=True,
         check=True,
@@ -260,6 +263,7 @@ def _module_gomod(module: str, version: str) -> str:
 
 def go_env(cgo: bool = False) -> Dict[str, str]:
     env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(GO).parent), env.get("PATH", "")])
     env.update(
         CGO_ENABLED="1" if cgo else "0",
         GOOS="linux",
@@ -271,7 +275,7 @@ def go_env(cgo: bool = False) -> Dict[str, str]:
 
 
 def go_version() -> str:
-    return subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run([GO, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
 
 
 def recipe_hash(name: str, comp: Dict[str, Any], binary: str, gover: str) -> str:
@@ -334,7 +338,7 @@ def build_go(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: P
         (work / "go.mod").write_text(gomod)
         (work / "tools.go").write_text(tools_go)
         (work / "go.sum").unlink(missing_ok=True)
-        _run(["go", "mod", "tidy"], work, log)
+        _run([GO, "mod", "tidy"], work, log)
         stamp.write_text(inputs + "\n")
     _go_build(work, source, version=comp["version"], binaries=binaries, out_dir=out_dir, jobs=jobs, log=log)
 
@@ -345,14 +349,14 @@ def build_own(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: 
     if len(binaries) != 1:
         raise RuntimeError(f"{name}: an own component builds exactly one binary")
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-        _run(["go", "build", "-p", str(jobs), "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/out", "."], src, log)
+        _run([GO, "build", "-p", str(jobs), "-trimpath", "-ldflags", ldflags, "-o", f"{tmp}/out", "."], src, log)
         os.replace(Path(tmp) / "out", out_dir / binaries[0])
 
 
 def _go_build(work: Path, source: Dict[str, Any], *, version: str, binaries, out_dir: Path, jobs: int, log) -> None:
     ldflags = render_ldflags(source, version)
     cgo = bool(source.get("cgo"))
-    base = ["go", "build", "-p", str(jobs), "-trimpath"]
+    base = [GO, "build", "-p", str(jobs), "-trimpath"]
     if cgo:  # a component that needs cgo is still linked statically (glibc's libc.a, pure-Go resolver)
         ldflags += " -linkmode external -extldflags -static"
         base += ["-tags", "netgo,osusergo"]
