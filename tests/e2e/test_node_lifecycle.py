@@ -314,7 +314,8 @@ def test_remove_worker_leaves_clean_host(cluster):
     # An operator's own firewall rule and chain must survive the reset.
     sh(
         "lc-w2",
-        "iptables -N OPERATOR-KEEP; iptables -A OPERATOR-KEEP -j RETURN; iptables -I INPUT -p tcp --dport 2222 -j ACCEPT",
+        "iptables -N OPERATOR-KEEP; iptables -A OPERATOR-KEEP -j RETURN; "
+        "iptables -I INPUT -p tcp --dport 2222 -j ACCEPT",
     )
     result = play("remove_node.yml", limit="lc-w2")
     ok(result)
