@@ -37,15 +37,18 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 
 
 def host_snapshot() -> dict[str, set[str]]:
-    """What the testbed may add to the host: links, mounts, testbed processes and cgroups."""
+    """What the testbed adds to the host: its veths and bridge, mounts, processes, cgroups, machine dirs.
+    (Scoped to this testbed: other engineers' bridges or mounts on a shared host are not its business.)"""
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    cgroups = {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()}
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
     return {
-        "links": {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()},
-        "mounts": {line.split()[4] for line in mounts},
+        "veths": {n for n in names if n.startswith("vb-") and any(n == m.veth for m in tb.load_machines())}
+        | {n for n in names if n.startswith("vb-" + tb.NAME_PREFIX)},
+        "bridge": {n for n in names if n == tb.BRIDGE},
+        "mounts": {m for m in mounts if m.startswith((str(tb.TESTBED_DIR) + "/", "/run/systemd/nspawn/"))},
         "processes": {f"{pid} {' '.join(tb._cmdline(pid))[:80]}" for pid in tb._machine_process_ids(None)},
-        "cgroups": cgroups,
+        "cgroups": {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()},
         "machine_dirs": {str(p) for p in tb.MACHINES_DIR.glob("*")} if tb.MACHINES_DIR.exists() else set(),
     }
 

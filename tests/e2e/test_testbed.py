@@ -75,29 +75,31 @@ def test_down_leaves_nothing_and_warm_up_is_fast(testbed):
     nodes = len(testbed.hosts)
     if testbed.created:
         assert testbed.up_seconds < 60, f"warm up of {nodes} machines took {testbed.up_seconds:.1f} s"
-    clean = testbed.clean_host or host_snapshot()
-    testbed.down()
-    after = host_snapshot()
-    if tb.mirror_running():  # the bridge stays while the mirror listens on it
-        after["links"].discard(tb.BRIDGE)
-        clean["links"].discard(tb.BRIDGE)
-    assert not any(link.startswith("vb-anvil-") for link in after["links"])
-    assert after["links"] <= clean["links"] | {tb.BRIDGE}, after["links"] - clean["links"]
-    assert after["mounts"] == clean["mounts"]
+    before = host_snapshot()
+    assert before["veths"] and before["processes"] and before["cgroups"]  # the snapshot sees a running testbed
+    try:
+        testbed.down()
+        after = host_snapshot()
+        inventory_left = tb.INVENTORY.exists()
+    finally:
+        # Back to the session's testbed, measured: the base root filesystem is cached now.
+        seconds = testbed.up(nodes)
+    print(f"warm testbed-up of {nodes} machines: {seconds:.1f} s")
+    assert after["veths"] == set()
+    assert after["mounts"] == (testbed.clean_host or {}).get("mounts", set())
     assert after["processes"] == set()
     assert after["cgroups"] == set()
     assert after["machine_dirs"] == set()
-    assert not tb.INVENTORY.exists()
-    # Back to the session's testbed, measured: the base root filesystem is cached now.
-    seconds = testbed.up(nodes)
-    print(f"warm testbed-up of {nodes} machines: {seconds:.1f} s")
+    assert not inventory_left
+    # The default testbed shares its bridge with the mirror: it stays exactly while the mirror uses it.
+    assert after["bridge"] == ({tb.BRIDGE} if not tb.INSTANCE and tb.mirror_running() else set())
     assert seconds < 60
     assert set(testbed.hosts) == {name for name, _ in tb.machine_names(nodes, 1)}
 
 
 @pytest.mark.testbed_lifecycle
 def test_stop_start_keeps_the_machine_reachable(testbed):
-    name = sorted(n for n in testbed.hosts if n.startswith("anvil-w"))[-1]
+    name = sorted(n for n in testbed.hosts if n.startswith(tb.ROLE_PREFIX[tb.WORKERS]))[-1]
     ip = testbed.hosts[name]
     sh(testbed, name, "echo kept > /root/marker")
     testbed.stop(name)
@@ -114,8 +116,8 @@ def test_stop_start_keeps_the_machine_reachable(testbed):
 
 @pytest.mark.testbed_lifecycle
 def test_add_puts_one_more_machine_in_the_inventory(testbed):
-    workers = sorted(n for n in testbed.hosts if n.startswith("anvil-w"))
-    name = f"anvil-w{len(workers) + 1}"
+    workers = sorted(n for n in testbed.hosts if n.startswith(tb.ROLE_PREFIX[tb.WORKERS]))
+    name = f"{tb.ROLE_PREFIX[tb.WORKERS]}{len(workers) + 1}"
     ip = testbed.add(name)
     try:
         assert ip not in {addr for host, addr in testbed.hosts.items() if host != name}
@@ -142,7 +144,7 @@ def test_ansible_reaches_every_machine(testbed):
     assert reachable_hosts(result) == set(testbed.hosts)
     inventory = tb.yaml.safe_load(testbed.inventory.read_text())
     children = inventory["all"]["children"]["k8s_cluster"]["children"]
-    assert list(children["control_plane"]["hosts"]) == ["anvil-cp1"]
+    assert list(children["control_plane"]["hosts"]) == [f"{tb.ROLE_PREFIX[tb.CONTROL_PLANE]}1"]
     assert inventory["all"]["vars"]["anvil_testbed"] is True
 
 
@@ -188,12 +190,12 @@ def test_machines_cannot_reach_outside_but_reach_the_host(testbed):
     )
     targets = ["9.9.9.9", "192.0.2.1", "1.1.1.1"]
     name = sorted(testbed.hosts)[0]
-    out = sh(testbed, name, ["python3", "-c", probe, *targets, tb.HOST_ADDR])
+    out = sh(testbed, name, ["python3", "-c", probe, *targets, tb.MIRROR_ADDR])
     results = dict(line.split(" ", 1) for line in out.strip().splitlines())
     for addr in targets:
         assert results[addr].startswith("unreachable"), f"{name} reached {addr}: {results[addr]}"
     # The host answers (refused or open, not silently dropped): the mirror's address is reachable.
-    assert results[tb.HOST_ADDR] in ("open", "refused"), results[tb.HOST_ADDR]
+    assert results[tb.MIRROR_ADDR] in ("open", "refused"), results[tb.MIRROR_ADDR]
     route = sh(testbed, name, "ip route get 9.9.9.9")
     assert "host0" in route  # only the testbed interface; its gateway does not exist
 
@@ -209,7 +211,7 @@ def test_idle_machine_memory(testbed):
 @pytest.mark.testbed_lifecycle
 def test_containerd_from_the_mirror_runs_a_local_image(testbed, mirror):
     # On an extra machine, removed afterwards: the session's machines stay as fresh as real new hosts.
-    name = "anvil-w9"
+    name = f"{tb.ROLE_PREFIX[tb.WORKERS]}9"
     testbed.add(name)
     try:
         _containerd_runs_a_local_image(testbed, testbed.machine(name), mirror)

@@ -30,6 +30,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,16 +63,37 @@ BASE_PACKAGES = (
 # Bump when the customisation of the base root filesystem below changes: it is part of the cache key.
 BASE_LAYOUT = "3"
 
-TESTBED_DIR = anvil_env.ANVIL_STATE / "testbed"
+# ANVIL_TESTBED_INSTANCE=N (1-99) selects a separate testbed beside the default one, for engineers or CI
+# jobs that must not touch each other's machines: machines <prefix>-cp1.. with prefix anvilN, bridge
+# anvil-tbN on 198.18.N.0/24, state in $ANVIL_STATE/testbedN, inventory in that state directory. Its
+# machines reach the mirror (on the default bridge address) through a host route.
+INSTANCE = os.environ.get("ANVIL_TESTBED_INSTANCE", "").strip()
+if INSTANCE and not (INSTANCE.isdigit() and 1 <= int(INSTANCE) <= 99):
+    raise SystemExit(f"ANVIL_TESTBED_INSTANCE must be a number from 1 to 99, not {INSTANCE!r}")
+PREFIX = f"anvil{INSTANCE}"
+TESTBED_DIR = anvil_env.ANVIL_STATE / f"testbed{INSTANCE}"
 MACHINES_DIR = TESTBED_DIR / "machines"
 SSH_KEY = TESTBED_DIR / "id_ed25519"
 LOCK_FILE = TESTBED_DIR / "lock"
 CACHE_DIR = anvil_env.ANVIL_CACHE / "testbed"
-INVENTORY = Path(os.environ.get("ANVIL_TESTBED_INVENTORY", REPO_ROOT / "inventories" / "testbed" / "hosts.yml"))
+_DEFAULT_INVENTORY = TESTBED_DIR / "hosts.yml" if INSTANCE else REPO_ROOT / "inventories" / "testbed" / "hosts.yml"
+INVENTORY = Path(os.environ.get("ANVIL_TESTBED_INVENTORY") or _DEFAULT_INVENTORY)
 MIRROR_STATE_DIR = anvil_env.ANVIL_STATE / "mirror"
+# Where the mirror listens: ANVIL_MIRROR_ADDR, else the host of ANVIL_TESTBED_MIRROR_URL, else the bridge
+# address of tools.anvil_env. Machines outside that network get a host route to it.
+MIRROR_ADDR = (
+    os.environ.get("ANVIL_MIRROR_ADDR")
+    or urllib.parse.urlsplit(os.environ.get("ANVIL_TESTBED_MIRROR_URL", "")).hostname
+    or anvil_env.ANVIL_BRIDGE_ADDR
+)
 
-BRIDGE = anvil_env.ANVIL_BRIDGE
-BRIDGE_IF = ipaddress.ip_interface(anvil_env.ANVIL_BRIDGE_CIDR)
+BRIDGE = f"anvil-tb{INSTANCE}" if INSTANCE else anvil_env.ANVIL_BRIDGE
+_MIRROR_NET = ipaddress.ip_interface(anvil_env.ANVIL_BRIDGE_CIDR).network
+BRIDGE_IF = (
+    ipaddress.ip_interface(f"{_MIRROR_NET.network_address + 256 * int(INSTANCE) + 1}/24")
+    if INSTANCE
+    else ipaddress.ip_interface(anvil_env.ANVIL_BRIDGE_CIDR)
+)
 NETWORK = BRIDGE_IF.network
 HOST_ADDR = str(BRIDGE_IF.ip)
 FIRST_MACHINE_OFFSET = 11
@@ -83,8 +105,8 @@ HOST_UPLINK = ipaddress.ip_network("192.0.2.0/24")
 
 CONTROL_PLANE = "control_plane"
 WORKERS = "workers"
-NAME_PREFIX = "anvil-"
-ROLE_PREFIX = {CONTROL_PLANE: "anvil-cp", WORKERS: "anvil-w"}
+NAME_PREFIX = f"{PREFIX}-"
+ROLE_PREFIX = {CONTROL_PLANE: f"{PREFIX}-cp", WORKERS: f"{PREFIX}-w"}
 
 MIB = 1024 * 1024
 DISK_PER_MACHINE = 700 * MIB  # base copy (~350 MB) + room for packages and images
@@ -121,6 +143,8 @@ def run(cmd: list[str], check: bool = True, **kw) -> subprocess.CompletedProcess
 @contextlib.contextmanager
 def locked() -> Iterator[None]:
     """Serialise commands that change the testbed (parallel test sessions, make -j)."""
+    if os.geteuid() != 0:
+        raise TestbedError("run as root: the testbed creates a bridge, veth devices, cgroups and mounts")
     TESTBED_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOCK_FILE, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -190,6 +214,11 @@ ip link set lo up
 ip link set host0 up
 ip addr replace "$ANVIL_ADDRESS" dev host0
 ip route replace default via "$ANVIL_GATEWAY" dev host0 onlink
+# The mirror listens on the host; when that address is outside this testbed's network, reach it through
+# the host's address on this bridge (the host delivers it locally: nothing is forwarded).
+if [ "$ANVIL_MIRROR" != "$ANVIL_HOST" ]; then
+  ip route replace "$ANVIL_MIRROR/32" via "$ANVIL_HOST" dev host0
+fi
 """
 
 CGROUP_RW_SCRIPT = """#!/bin/sh
@@ -243,6 +272,15 @@ def build_rootfs(force: bool = False) -> Path:
     target = base_rootfs()
     if base_ready() and not force:
         return target
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / "build.lock", "w") as lock:  # testbed instances share the cache
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if base_ready() and not force:
+            return target
+        return _build_rootfs(target)
+
+
+def _build_rootfs(target: Path) -> Path:
     mirror = detect_debian_mirror()
     free = shutil.disk_usage(_existing_parent(CACHE_DIR)).free
     if free < DISK_FOR_BUILD:
@@ -293,11 +331,9 @@ def _customise_base(root: Path) -> None:
     for key in (root / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     _write(root / "etc/machine-id", "")
-    # No DNS server in the testbed; point at the host so lookups fail fast and CoreDNS has an upstream.
     resolv = root / "etc/resolv.conf"
     if resolv.is_symlink() or resolv.exists():
         resolv.unlink()
-    _write(resolv, f"nameserver {HOST_ADDR}\n")
 
 
 def install_machine_units(root: Path) -> None:
@@ -422,7 +458,9 @@ def _pids() -> list[int]:
 # the machines' systemd and kubelets would see and manage each other's processes. Each machine therefore
 # starts inside its own cgroup in every hierarchy (below the tool's own cgroup, so host limits still apply);
 # its cgroup namespace is rooted there.
-CGROUP_GROUP = "anvil-testbed"
+# Named after the state directory: testbeds with different state (ANVIL_STATE, instances) never share
+# cgroups, so one testbed's `down` cannot touch another's processes.
+CGROUP_GROUP = "anvil-testbed-" + hashlib.sha256(str(TESTBED_DIR.resolve()).encode()).hexdigest()[:8]
 _CGROUP_FLAGS = ("rw", "ro", "xattr", "noprefix", "clone_children", "cpuset_v2_mode", "nsdelegate")
 
 
@@ -508,11 +546,10 @@ def get_machine(name: str) -> Machine:
 
 
 def role_for_name(name: str) -> str:
-    if re.fullmatch(r"anvil-cp\d+", name):
-        return CONTROL_PLANE
-    if re.fullmatch(r"anvil-w\d+", name):
-        return WORKERS
-    raise TestbedError(f"cannot tell the role of {name!r}: name machines anvil-cpN or anvil-wN, or pass --role")
+    for role, prefix in ROLE_PREFIX.items():
+        if re.fullmatch(re.escape(prefix) + r"\d+", name):
+            return role
+    raise TestbedError(f"cannot tell the role of {name!r}: name machines {PREFIX}-cpN or {PREFIX}-wN, or pass --role")
 
 
 def next_free_ip(machines: list[Machine]) -> str:
@@ -545,7 +582,10 @@ def create_machine(name: str, role: str, ip: str) -> Machine:
     _write(root / "etc/hostname", name + "\n")
     _write(root / "etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
     _write(root / "etc/machine-id", uuid.uuid4().hex + "\n", 0o444)
-    env = f"ANVIL_ADDRESS={ip}/{NETWORK.prefixlen}\nANVIL_GATEWAY={BLACKHOLE_GATEWAY}\nANVIL_MIRROR={HOST_ADDR}\n"
+    # No DNS server in the testbed; point at the host so lookups fail fast and CoreDNS has an upstream.
+    _write(root / "etc/resolv.conf", f"nameserver {HOST_ADDR}\n")
+    env = f"ANVIL_ADDRESS={ip}/{NETWORK.prefixlen}\nANVIL_GATEWAY={BLACKHOLE_GATEWAY}\nANVIL_HOST={HOST_ADDR}\n"
+    env += f"ANVIL_MIRROR={MIRROR_ADDR}\n"
     _write(root / "etc/anvil/testbed.env", env)
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -581,7 +621,7 @@ def nspawn_command(machine: Machine) -> list[str]:
 def boot(machine: Machine) -> None:
     if machine.running():
         return
-    anvil_env.ensure_bridge()
+    ensure_bridge()
     # A stale veth of a crashed run would make nspawn fail to create the new one.
     if _link_exists(machine.veth):
         run(["ip", "link", "del", machine.veth], check=False)
@@ -613,6 +653,19 @@ def boot(machine: Machine) -> None:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise TestbedError(f"{machine.name}: systemd-nspawn did not start:\n{_console_tail(machine)}")
         time.sleep(0.05)
+
+
+def ensure_bridge() -> str:
+    """The default testbed shares the mirror's bridge (tools.anvil_env); an instance has its own."""
+    if not INSTANCE:
+        return anvil_env.ensure_bridge()
+    if not _link_exists(BRIDGE):
+        run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    addrs = run(["ip", "-o", "-4", "addr", "show", "dev", BRIDGE]).stdout
+    if str(BRIDGE_IF) not in addrs:
+        run(["ip", "addr", "add", str(BRIDGE_IF), "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+    return HOST_ADDR
 
 
 def _link_exists(name: str) -> bool:
@@ -868,8 +921,8 @@ def write_inventory(machines: list[Machine]) -> Path:
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_pipelining": True,
         }
-    mirror = os.environ.get("ANVIL_TESTBED_MIRROR_URL") or f"http://{HOST_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
-    registry = f"{HOST_ADDR}:{anvil_env.ANVIL_REGISTRY_PORT}"
+    mirror = os.environ.get("ANVIL_TESTBED_MIRROR_URL") or f"http://{MIRROR_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
+    registry = f"{MIRROR_ADDR}:{anvil_env.ANVIL_REGISTRY_PORT}"
     inventory = {
         "all": {
             "vars": {
@@ -902,8 +955,8 @@ def write_inventory(machines: list[Machine]) -> Path:
 def machine_names(nodes: int, control_planes: int) -> list[tuple[str, str]]:
     if nodes < 1 or control_planes < 1 or control_planes > nodes:
         raise TestbedError(f"need 1 <= CONTROL_PLANES <= NODES (got NODES={nodes} CONTROL_PLANES={control_planes})")
-    names = [(f"anvil-cp{i}", CONTROL_PLANE) for i in range(1, control_planes + 1)]
-    names += [(f"anvil-w{i}", WORKERS) for i in range(1, nodes - control_planes + 1)]
+    names = [(f"{PREFIX}-cp{i}", CONTROL_PLANE) for i in range(1, control_planes + 1)]
+    names += [(f"{PREFIX}-w{i}", WORKERS) for i in range(1, nodes - control_planes + 1)]
     return names
 
 
@@ -923,7 +976,7 @@ def up(nodes: int = 3, control_planes: int = 1, timeout: float = 120.0) -> list[
         if missing:
             build_rootfs()
             ensure_ssh_key()
-        anvil_env.ensure_bridge()
+        ensure_bridge()
         machines: list[Machine] = []
         to_create: list[tuple[str, str, str]] = []
         taken = [m for m in existing.values()]
@@ -959,7 +1012,7 @@ def add(name: str, role: str | None = None, timeout: float = 120.0) -> Machine:
         preflight(1, building=not base_ready())
         build_rootfs()
         ensure_ssh_key()
-        anvil_env.ensure_bridge()
+        ensure_bridge()
         machine = create_machine(name, role, next_free_ip(machines))
         log(f"adding {name} ({role}, {machine.ip})")
         boot(machine)
@@ -999,8 +1052,8 @@ def mirror_running() -> bool:
             with contextlib.suppress(OSError, ValueError):
                 if Path(f"/proc/{int(pid_file.read_text().split()[0])}").exists():
                     return True
-    listeners = run(["ss", "-Hltn"], check=False).stdout or ""
-    return any(line.split()[3].startswith(HOST_ADDR + ":") for line in listeners.splitlines() if len(line.split()) > 3)
+    listeners = [line.split() for line in (run(["ss", "-Hltn"], check=False).stdout or "").splitlines()]
+    return any(len(cols) > 3 and cols[3].startswith(MIRROR_ADDR + ":") for cols in listeners)
 
 
 def down() -> None:
@@ -1020,10 +1073,10 @@ def down() -> None:
         # Mounts that leaked into the host's namespace (normally none: nspawn uses its own).
         for mnt in sorted(_host_mounts_under(TESTBED_DIR), key=len, reverse=True):
             run(["umount", "-l", mnt], check=False)
-        # veths of machines whose records are gone.
+        # veths still attached to this testbed's bridge (machines whose records are gone).
         links = json.loads(run(["ip", "-j", "link", "show"], check=False).stdout or "[]")
         for link in links:
-            if link.get("ifname", "").startswith("vb-" + NAME_PREFIX):
+            if link.get("ifname", "").startswith("vb-") and link.get("master") == BRIDGE:
                 run(["ip", "link", "del", link["ifname"]], check=False)
         for name in [m.name for m in machines]:
             with contextlib.suppress(FileNotFoundError):
@@ -1031,8 +1084,8 @@ def down() -> None:
         if MACHINES_DIR.exists():
             shutil.rmtree(MACHINES_DIR)
         INVENTORY.unlink(missing_ok=True)
-        if anvil_env.bridge_exists():
-            if mirror_running():
+        if _link_exists(BRIDGE):
+            if HOST_ADDR == MIRROR_ADDR and mirror_running():
                 log(f"keeping bridge {BRIDGE}: the mirror still listens on {HOST_ADDR}")
             else:
                 run(["ip", "link", "del", BRIDGE], check=False)
@@ -1071,7 +1124,7 @@ def status_rows() -> list[dict]:
 def print_status(as_json: bool = False) -> None:
     rows = status_rows()
     if as_json:
-        print(json.dumps({"machines": rows, "inventory": str(INVENTORY), "bridge": anvil_env.bridge_exists()}))
+        print(json.dumps({"machines": rows, "inventory": str(INVENTORY), "bridge": _link_exists(BRIDGE)}))
         return
     if not rows:
         print("no testbed machines (make testbed-up)")
