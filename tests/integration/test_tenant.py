@@ -492,3 +492,13 @@ def test_tenants_playbook_reads_inventory(kube_api, tenants, tmp_path: Path):
     assert core(kube_api).read_namespaced_resource_quota("anvil-tenant", team_a).spec.hard == {"pods": "20"}
     second = run_playbook(playbook, inventory=inventory)
     assert second.rc == 0 and second.changed() == 0
+
+
+def test_connection_from_k8s_auth_environment(kube_api, tenants):
+    """Without module_defaults, the K8S_AUTH_* variables (what AWX's Kubernetes credential sets) are used."""
+    name = tenants()
+    plays = [{"hosts": "localhost", "gather_facts": False, "tasks": [{"name": "tenant", MODULE: {"name": name}}]}]
+    res = run_playbook(plays, env={"K8S_AUTH_KUBECONFIG": kube_api.kubeconfig})
+    assert res.rc == 0, res.stdout[-2000:]
+    assert res.result("tenant")["created"][0] == f"Namespace/{name}"
+    assert namespace_exists(kube_api, name)
