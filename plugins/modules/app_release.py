@@ -27,7 +27,7 @@ description:
     its lock expires (twice O(timeout) plus two minutes), or O(force_unlock) is set.
 version_added: 0.1.0
 author:
-  - anvil.cluster contributors
+  - anvil.cluster contributors (@anvil-cluster)
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
 options:
@@ -141,6 +141,11 @@ options:
         deleted with it.
     type: bool
     default: false
+  concurrency:
+    description:
+      - API requests in flight while reading and dry-running the release's objects.
+    type: int
+    default: 8
   keep_history:
     description:
       - With O(state=absent), keep the revision records and mark the release uninstalled, instead of
@@ -273,6 +278,7 @@ import subprocess
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.anvil.cluster.plugins.module_utils import release_plan as plan
@@ -300,9 +306,20 @@ try:
 except ImportError:  # reported by require_kubernetes()
 
     class DynamicApiError(Exception):
-        """Stand-in so that the module loads (and reports the missing library) without the client."""
+        """Stand-ins so that the module loads (and reports the missing library) without the client."""
 
-    ConflictError = ForbiddenError = NotFoundError = ResourceNotFoundError = DynamicApiError
+    class ConflictError(DynamicApiError):
+        pass
+
+    class ForbiddenError(DynamicApiError):
+        pass
+
+    class NotFoundError(DynamicApiError):
+        pass
+
+    class ResourceNotFoundError(Exception):
+        pass
+
 
 SECRET_RESOURCE = ("v1", "Secret")
 POLL_SECONDS = 1.0
@@ -610,37 +627,58 @@ class Release:
                 merged[plan.identity(obj)] = obj
         return list(merged.values())
 
-    def plan(self, objects, namespace_missing=False):
-        """Classify desired objects and the prune set against the cluster. Fails on any problem."""
-        problems = []
-        steps = []  # (action, desired, live, dry_run)
+    def prefetch(self, objects):
+        """Live objects of this release, one label-selected LIST per kind and namespace (instead of a GET
+        per object), as {identity: live}. Objects not found here are read one by one: they may exist
+        without this release's label (unmanaged, or another release's)."""
+        groups = {}
         for obj in objects:
+            groups.setdefault((obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace")), []).append(obj)
+        live = {}
+        selector = "%s=%s" % (plan.RELEASE_LABEL, self.name)
+        for (api_version, kind, namespace), members in groups.items():
+            if len(members) < 2:
+                continue  # one GET costs the same
             try:
-                skip_get = namespace_missing and obj["metadata"].get("namespace") == self.namespace
-                live = None if skip_get else self.get_live(obj)
-            except DynamicApiError as exc:
-                problems.append("%s: %s" % (plan.ref_text(obj), api_message(exc)))
-                continue
+                answer = self.client.get(self.resource(api_version, kind), namespace=namespace, label_selector=selector)
+            except DynamicApiError:
+                continue  # e.g. may get but not list: per-object GETs will tell
+            for item in answer.to_dict().get("items", []):
+                item.setdefault("apiVersion", api_version)
+                item.setdefault("kind", kind)
+                live[plan.identity(item)] = item
+        return live
+
+    def examine(self, obj, known, namespace_missing):
+        """(step, problem) for one desired object: live state, ownership, server-side dry-run."""
+        in_new_namespace = namespace_missing and obj["metadata"].get("namespace") == self.namespace
+        if in_new_namespace:
+            # Nothing to read or dry-run against: the namespace itself is created by this run.
+            return ("create", obj, None, obj), None
+        try:
+            key = plan.identity(obj)
+            live = known[key] if key in known else self.get_live(obj)
             if live is not None:
                 problem = plan.ownership_problem(live, self.name, self.namespace, adopt=self.params["adopt"])
                 if problem:
-                    problems.append(problem)
-                    continue
-            if namespace_missing and obj["metadata"].get("namespace") == self.namespace:
-                # Nothing to dry-run against: the namespace itself is created by this run.
-                steps.append(("create", obj, None, obj))
-                continue
-            try:
-                dry = self.apply(obj, dry_run=True)
-            except DynamicApiError as exc:
-                problems.append("%s: %s" % (plan.ref_text(obj), api_message(exc)))
-                continue
-            if live is None:
-                steps.append(("create", obj, None, dry))
-            elif plan.is_changed(live, dry):
-                steps.append(("update", obj, live, dry))
-            else:
-                steps.append(("unchanged", obj, live, dry))
+                    return None, problem
+            dry = self.apply(obj, dry_run=True)
+        except DynamicApiError as exc:
+            return None, "%s: %s" % (plan.ref_text(obj), api_message(exc))
+        if live is None:
+            return ("create", obj, None, dry), None
+        if plan.is_changed(live, dry):
+            return ("update", obj, live, dry), None
+        return ("unchanged", obj, live, dry), None
+
+    def plan(self, objects, namespace_missing=False):
+        """Classify desired objects and the prune set against the cluster. Fails on any problem."""
+        known = {} if namespace_missing else self.prefetch(objects)
+        # Reads and dry-runs are independent: run them concurrently (order of results is kept).
+        with ThreadPoolExecutor(max_workers=self.params["concurrency"]) as pool:
+            outcomes = list(pool.map(lambda obj: self.examine(obj, known, namespace_missing), objects))
+        steps = [step for step, _problem in outcomes if step]
+        problems = [problem for _step, problem in outcomes if problem]
         prunes, kept = [], []
         for obj in plan.prune_set(self.prune_base(), objects):
             if self.resource(obj["apiVersion"], obj["kind"]) is None:
@@ -988,6 +1026,7 @@ def main():
         force_unlock=dict(type="bool", default=False),
         create_namespace=dict(type="bool", default=False),
         keep_history=dict(type="bool", default=False),
+        concurrency=dict(type="int", default=8),
     )
     module = AnsibleModule(
         argument_spec=argument_spec,
@@ -1003,6 +1042,8 @@ def main():
         module.fail_json(msg=problem)
     if module.params["timeout"] < 1:
         module.fail_json(msg="timeout must be at least 1 second")
+    if module.params["concurrency"] < 1:
+        module.fail_json(msg="concurrency must be at least 1")
     if module.params["revision"] is not None and module.params["state"] != "rolled_back":
         module.fail_json(msg="revision is only used with state=rolled_back")
     release = None
