@@ -158,6 +158,7 @@ options:
   tenants:
     description:
       - Many tenants in one task (one API list per kind, concurrent writes). Mutually exclusive with I(name).
+      - I(namespaces) and I(members) cannot be combined with I(tenants); set them in each entry.
       - Each entry takes the same options as a single tenant; I(state), I(quota), I(limits),
         I(network_isolation), I(allow_from_namespaces), I(pod_security), I(labels), I(annotations) and
         I(force) default to the module's top-level values.
@@ -599,7 +600,8 @@ def main():
     module = AnsibleModule(
         argument_spec=argument_spec(),
         supports_check_mode=True,
-        mutually_exclusive=[("name", "tenants")],
+        # namespaces and members describe one tenant: with `tenants` they belong in each entry.
+        mutually_exclusive=[("name", "tenants"), ("namespaces", "tenants"), ("members", "tenants")],
         required_one_of=[("name", "tenants")],
     )
     require_kubernetes(module)
