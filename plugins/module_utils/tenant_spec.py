@@ -715,11 +715,14 @@ def plan_tenants(specs, namespaces, objects, prune=False, prune_force=False):
             terminating.add(name)
         elif is_managed(ns):
             namespaces_by_tenant.setdefault(tenant_of(ns), []).append(name)
+    rendered = dict((spec["name"], render_tenant(spec)) for spec in specs)
+    # Objects some tenant of this run wants: never deleted by another (a namespace changing hands).
+    wanted_keys = set(object_key(obj) for objs in rendered.values() for obj in objs)
     plans = []
     for spec in specs:
         tenant = spec["name"]
         actions = []
-        desired = render_tenant(spec)
+        desired = rendered[tenant]
         desired_keys = set()
         for entry in spec["namespaces"] if spec["state"] == "present" else []:
             actual_ns = namespaces.get(entry["name"])
@@ -766,7 +769,7 @@ def plan_tenants(specs, namespaces, objects, prune=False, prune_force=False):
         gone = terminating.union(removed_namespaces)
         for obj in objects_by_tenant.get(tenant, []):
             key = object_key(obj)
-            if key in desired_keys or is_terminating(obj):
+            if key in wanted_keys or is_terminating(obj):
                 continue
             if obj["metadata"].get("namespace") in gone:
                 continue  # deleted with its namespace

@@ -502,3 +502,35 @@ def test_connection_from_k8s_auth_environment(kube_api, tenants):
     assert res.rc == 0, res.stdout[-2000:]
     assert res.result("tenant")["created"][0] == f"Namespace/{name}"
     assert namespace_exists(kube_api, name)
+
+
+def test_namespace_handed_over_between_tenants_in_one_run(kube_api, tenants):
+    team_a, team_b = tenants(), tenants()
+    shared = f"{team_a}-shared"
+    first = {
+        "tenants": [
+            {"name": team_a, "namespaces": [team_a, {"name": shared, "quota": {"pods": 3}, "labels": {"tier": "x"}}]},
+            {"name": team_b},
+        ],
+        "quota": {"pods": 10},
+    }
+    ok(run(kube_api, first))
+    api = core(kube_api)
+    assert api.read_namespaced_resource_quota("anvil-tenant", shared).spec.hard == {"pods": "3"}
+    assert api.read_namespace(shared).metadata.labels["tier"] == "x"
+    wait_for_default_sa(kube_api, shared)
+    api.create_namespaced_config_map(shared, {"metadata": {"name": "keep-me"}, "data": {"a": "b"}})
+    moved = ok(
+        run(
+            kube_api,
+            {"tenants": [{"name": team_a}, {"name": team_b, "namespaces": [team_b, shared]}], "quota": {"pods": 10}},
+        )
+    )
+    by_name = {t["name"]: t for t in moved["tenants"]}
+    assert by_name[team_a]["deleted"] == []
+    assert f"Namespace/{shared}" in by_name[team_b]["updated"]
+    labels = api.read_namespace(shared).metadata.labels
+    assert labels[TENANT_LABEL] == team_b
+    assert "tier" not in labels  # set by the old spec through the module, removed with it
+    assert api.read_namespaced_resource_quota("anvil-tenant", shared).spec.hard == {"pods": "10"}
+    assert api.read_namespaced_config_map("keep-me", shared).data == {"a": "b"}

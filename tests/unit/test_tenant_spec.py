@@ -89,7 +89,10 @@ def test_defaults():
         ({"limits": {"max": {"cpus": "1"}}}, "limits.max.cpus"),
         ({"limits": {"maximum": {"cpu": "1"}}}, "limits.maximum"),
         ({"limits": {"min": {"cpu": "2"}, "max": {"cpu": "1"}}}, "limits: min.cpu"),
-        ({"limits": {"default_request": {"memory": "1Gi"}, "default_limit": {"memory": "512Mi"}}}, "default_request.memory"),
+        (
+            {"limits": {"default_request": {"memory": "1Gi"}, "default_limit": {"memory": "512Mi"}}},
+            "default_request.memory",
+        ),
         ({"limits": {"default_limit": {"cpu": "8"}, "max": {"cpu": "4"}}}, "default_limit.cpu"),
         ({"limits": {"max_limit_request_ratio": {"cpu": "0.5"}}}, "limits.max_limit_request_ratio.cpu"),
         ({"limits": {"min": {"cpu": "1"}, "max": {"cpu": "2"}, "max_limit_request_ratio": {"cpu": "3"}}}, "max/min"),
@@ -171,7 +174,9 @@ def test_tenants_list_inherits_top_level_options_and_checks_clashes():
     assert [s["pod_security"] for s in specs] == ["restricted", "privileged"]
     assert specs[1]["namespaces"][0]["quota"] == {"pods": "10"}
     with pytest.raises(TenantSpecError) as info:
-        normalize_tenants({"tenants": [{"name": "a", "namespaces": ["shared"]}, {"name": "b", "namespaces": ["shared"]}]})
+        normalize_tenants(
+            {"tenants": [{"name": "a", "namespaces": ["shared"]}, {"name": "b", "namespaces": ["shared"]}]}
+        )
     assert "tenants[1].namespaces[0]" in str(info.value)
     with pytest.raises(TenantSpecError) as info:
         normalize_tenants({"tenants": [{"name": "a"}, {"name": "a"}]})
@@ -223,7 +228,9 @@ def test_render_objects_and_labels():
     assert iso["podSelector"] == {}
     assert iso["ingress"] == [{"from": [{"namespaceSelector": {"matchLabels": {LABEL_TENANT: "payments"}}}]}]
     allow = objects["NetworkPolicy/payments-dev/anvil-allow-from-monitoring"]["spec"]
-    assert allow["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "monitoring"}
+    assert allow["ingress"][0]["from"][0]["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": "monitoring"
+    }
     limits = objects["LimitRange/payments-dev/anvil-tenant"]["spec"]["limits"][0]
     assert limits["maxLimitRequestRatio"] == {"cpu": "4"}
 
@@ -388,8 +395,11 @@ def test_namespace_handed_over_within_one_run():
     plan = plan_tenants(specs, namespaces, objects)
     assert plan["errors"] == []
     refs = actions_of(plan)
-    assert ("delete", "Namespace/shared") not in refs
+    # Nothing of the shared namespace is deleted: tenant b takes over the namespace and the objects of the
+    # same names (deleting them after b applied them would remove b's objects).
+    assert [r for r in refs if r[0] == "delete"] == []
     assert ("update", "Namespace/shared") in refs
+    assert ("update", "NetworkPolicy/shared/anvil-tenant-isolation") in refs
 
 
 def test_unmanaged_existing_namespace_is_adopted_and_terminating_is_refused():
