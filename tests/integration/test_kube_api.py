@@ -326,18 +326,52 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
+def _free_offset() -> int:
+    """A port offset nobody uses right now (other sessions run their own benchmark instances)."""
+    return next(
+        o
+        for o in range(30000 + uuid.uuid4().int % 137, 41000, 137)
+        if not any(kapi.port_in_use(p) for p in kapi.Instance(port_offset=o).all_ports().values())
+    )
+
+
+def test_up_reuses_and_scales_a_private_instance():
+    inst = kapi.Instance(name=f"scaletest-{uuid.uuid4().hex[:6]}", port_offset=_free_offset())
+    try:
+        first = kapi.up(inst, nodes=2)
+        pids = {n: p["pid"] for n, p in first["processes"].items()}
+        client = kapi.api_client(inst.admin_kubeconfig)
+
+        def pool():
+            return sorted(n["metadata"]["name"] for n in kapi.list_pool_nodes(client) if kapi.node_ready(n))
+
+        assert pool() == ["kwok-node-0", "kwok-node-1"]
+        again = kapi.up(inst, nodes=4)
+        assert {n: p["pid"] for n, p in again["processes"].items()} == pids, "a healthy instance is reused"
+        assert pool() == ["kwok-node-0", "kwok-node-1", "kwok-node-2", "kwok-node-3"]
+        kapi.up(inst, nodes=1, allow_shrink=False)  # what the fixture does: never shrink a shared instance
+        assert len(pool()) == 4
+        kapi.up(inst, nodes=1)
+        wait_until(
+            lambda: (
+                kapi.plan_node_scaling([n["metadata"]["name"] for n in kapi.list_pool_nodes(client)], 1) == ([], [])
+            ),
+            30,
+            "the pool to shrink",
+        )
+        assert kapi.status(inst)["healthy"] is True
+    finally:
+        kapi.down(inst)
+    assert not inst.dir.exists()
+    assert not _processes_mentioning(str(inst.dir))
+
+
 def test_failed_start_cleans_up_everything(tmp_path):
     """kwok rejects a broken config file after etcd, apiserver, kcm and scheduler are up: `up` must fail,
     stop all of them and remove the instance directory (its logs are kept aside to say why)."""
     bad = tmp_path / "stages.yaml"
     bad.write_text("kind: Stage\n  : [\n")  # kwok cannot parse its config and exits
-    # Ports of an offset nobody uses right now (other sessions run their own benchmark instances).
-    offset = next(
-        o
-        for o in range(30000, 41000, 137)
-        if not any(kapi.port_in_use(p) for p in kapi.Instance(port_offset=o).all_ports().values())
-    )
-    inst = kapi.Instance(name=f"failtest-{uuid.uuid4().hex[:6]}", port_offset=offset)
+    inst = kapi.Instance(name=f"failtest-{uuid.uuid4().hex[:6]}", port_offset=_free_offset())
     try:
         with pytest.raises(kapi.KubeApiError, match="kwok exited"):
             kapi.up(inst, nodes=1, kwok_stages=bad, timeout=60)
