@@ -590,7 +590,12 @@ def create_machine(name: str, role: str, ip: str) -> Machine:
     ssh_dir = root / "root/.ssh"
     ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     _write(ssh_dir / "authorized_keys", Path(str(SSH_KEY) + ".pub").read_text(), 0o600)
-    run(["ssh-keygen", "-A", "-f", str(root)])
+    # Host keys of this machine (ed25519 and ecdsa: RSA generation costs seconds per machine).
+    for algo in ("ed25519", "ecdsa"):
+        key = root / f"etc/ssh/ssh_host_{algo}_key"
+        run(["ssh-keygen", "-q", "-t", algo, "-N", "", "-C", f"root@{name}", "-f", str(key)])
+    hostkeys = "".join(f"HostKey /etc/ssh/ssh_host_{algo}_key\n" for algo in ("ed25519", "ecdsa"))
+    _write(root / "etc/ssh/sshd_config.d/testbed.conf", hostkeys)
     install_machine_units(root)
     return machine
 
@@ -995,6 +1000,8 @@ def up(nodes: int = 3, control_planes: int = 1, timeout: float = 120.0) -> list[
             with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
                 machines += list(pool.map(lambda spec: create_machine(*spec), to_create))
         machines.sort(key=_sort_key)
+        if to_create:
+            log(f"root filesystems ready after {time.monotonic() - started:.1f} s; booting")
         for machine in machines:
             boot(machine)
         wait_ready(machines, timeout)
