@@ -299,8 +299,8 @@ def _limits(value, field, errors):
         rendered = _quantity_map(value.get(option), "%s.%s" % (field, option), errors, container_resource_error)
         if rendered:
             item[api_field] = rendered
-    if len(errors) > count:
-        return None
+    if len(errors) > count or len(item) == 1:
+        return None  # invalid, or nothing set: no LimitRange
     apply_limit_range_defaults(item)
     pairs = (
         ("min", "max", "min", "max"),

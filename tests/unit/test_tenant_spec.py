@@ -62,7 +62,7 @@ def test_full_spec_normalizes():
     assert prod["labels"] == {"cost-center": "cc-1", "tier": "prod"}
     assert dev["limits"]["default"] == {"cpu": "500m", "memory": "512Mi"}  # canonical quantities
     assert spec["allow_from_namespaces"] == ["ingress-nginx", "monitoring"]
-    sa = [m for m in spec["members"] if m["kind"] == "ServiceAccount"][0]
+    sa = next(m for m in spec["members"] if m["kind"] == "ServiceAccount")
     assert sa["namespace"] == "ci"
 
 
@@ -236,7 +236,9 @@ def test_render_objects_and_labels():
 
 
 def test_render_without_optional_parts():
-    objects = by_ref(render_tenant(normalize_tenant({"name": "t", "network_isolation": False})))
+    objects = by_ref(
+        render_tenant(normalize_tenant({"name": "t", "network_isolation": False, "limits": {}, "quota": {}}))
+    )
     assert list(objects) == ["Namespace/t"]
     assert render_tenant(normalize_tenant({"name": "t", "state": "absent"})) == []
 
@@ -334,7 +336,7 @@ def test_member_changes():
 def test_changed_role_ref_is_a_replacement():
     spec = normalize_tenant({"name": "t", "members": [{"kind": "User", "name": "a", "role": "edit"}]})
     namespaces, objects = cluster_of(render_tenant(spec))
-    binding = [o for o in objects if o["kind"] == "RoleBinding"][0]
+    binding = next(o for o in objects if o["kind"] == "RoleBinding")
     binding["roleRef"]["name"] = "cluster-admin"
     assert actions_of(plan_tenants([spec], namespaces, objects)) == [("replace", "RoleBinding/t/anvil-tenant-edit")]
 
