@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -408,7 +409,7 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
             print(f"[cache] {name} {comp['version']}: {' '.join(binaries)}", flush=True)
             continue
         print(f"[build] {name} {comp['version']}: {' '.join(todo)} ...", flush=True)
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), _children_cpu()
         log_path = log_dir / f"{name}-{comp['version']}.log"
         try:
             with open(log_path, "w", encoding="utf-8") as log:
@@ -420,7 +421,8 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
             continue
         for b in todo:
             _stamp_path(out_dir, b).write_text(recipes[b] + "\n")
-        print(f"[done ] {name} {comp['version']}: {len(todo)} binaries in {time.monotonic() - t0:.0f}s", flush=True)
+        wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
+        print(f"[done ] {name} {comp['version']}: {len(todo)} binaries in {wall:.0f}s (cpu {cpu:.0f}s)", flush=True)
     rows = table_rows(manifest, wanted)
     print_table(rows)
     if write_manifest:
@@ -432,6 +434,12 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
         print(f"FAILED: {', '.join(failures)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of finished child processes: a build cost that load does not skew."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def table_rows(manifest: Dict[str, Any], wanted: Iterable[Tuple[str, str]]) -> List[Dict[str, Any]]:
