@@ -158,13 +158,13 @@ def locked() -> Iterator[None]:
 # Base root filesystem
 
 
-def detect_debian_mirror() -> str:
+def detect_debian_mirror(etc_apt: Path = Path("/etc/apt")) -> str:
     """The Debian archive that apt on this host already uses for the suite (no host name in the code)."""
     if os.environ.get("ANVIL_DEBIAN_MIRROR"):
         return os.environ["ANVIL_DEBIAN_MIRROR"]
     candidates: list[str] = []
-    files = [Path("/etc/apt/sources.list")]
-    sl_dir = Path("/etc/apt/sources.list.d")
+    files = [etc_apt / "sources.list"]
+    sl_dir = etc_apt / "sources.list.d"
     if sl_dir.is_dir():
         files += sorted(sl_dir.glob("*.list")) + sorted(sl_dir.glob("*.sources"))
     for path in files:
