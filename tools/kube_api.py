@@ -1066,9 +1066,29 @@ def teardown(inst: Instance, state: dict | None = None) -> list[str]:
             if name in procs:
                 stop_process(procs[name])
                 stopped.append(name)
+    # Processes of this instance that the state file does not know (state lost, killed mid-start).
+    for pid in orphan_pids(inst):
+        stop_process({"pid": pid, "start_time": _proc_start_time(pid)})
+        stopped.append(f"orphan pid {pid}")
     if inst.dir.exists():
         shutil.rmtree(inst.dir, ignore_errors=True)
     return stopped
+
+
+def orphan_pids(inst: Instance) -> list[int]:
+    """Pids of processes whose command line points into this instance's directory."""
+    marker = f"{inst.dir}/".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker in cmdline and process_alive(int(proc.name), None):
+            found.append(int(proc.name))
+    return found
 
 
 def _keep_failed_logs(inst: Instance) -> Path | None:

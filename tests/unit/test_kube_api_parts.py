@@ -358,3 +358,17 @@ def test_job_pods_complete():
     keys = {e["key"]: e for e in stage["spec"]["selector"]["matchExpressions"]}
     assert keys[".metadata.ownerReferences[].kind"]["values"] == ["Job"]
     assert "phase: Succeeded" in stage["spec"]["next"]["statusTemplate"]
+
+
+def test_teardown_stops_orphans_the_state_lost(inst):
+    inst.dir.mkdir(parents=True)
+    marker = inst.dir / "etcd"
+    entry = kapi.start_process(
+        inst, "lost", [sys.executable, "-c", "import time, sys; time.sleep(60)", f"--data-dir={marker}"]
+    )
+    other = kapi.Instance(name="unit-other", state_root=inst.state_root)
+    assert kapi.orphan_pids(other) == []
+    assert entry["pid"] in kapi.orphan_pids(inst)
+    stopped = kapi.teardown(inst)  # no state file
+    assert stopped == [f"orphan pid {entry['pid']}"]
+    assert not kapi.process_alive(entry["pid"], entry["start_time"])
