@@ -188,3 +188,24 @@ def test_image_plan_matches_kubeadm_naming(manifest):
     for spec in specs.values():
         for group in spec["userland"]:
             assert group in manifest["anvil_image_userland"]
+
+
+def test_mirror_listens_on_each_address_never_on_all(monkeypatch, tmp_path):
+    from tools import mirror
+
+    monkeypatch.setattr(mirror, "STATE", tmp_path)
+    svcs = mirror.services(["127.0.0.1", "198.18.0.1"])
+    assert sorted(svcs) == ["http-127.0.0.1", "http-198.18.0.1", "registry-127.0.0.1", "registry-198.18.0.1"]
+    http = svcs["http-198.18.0.1"]["cmd"]
+    assert http[http.index("--bind") + 1] == "198.18.0.1"
+    config = yaml.safe_load(mirror.registry_config("198.18.0.1", 5000).read_text())
+    assert config["http"]["addr"] == "198.18.0.1:5000"
+    assert config["storage"]["filesystem"]["rootdirectory"] == str(mirror.REGISTRY_ROOT)
+    assert all("0.0.0.0" not in " ".join(s["cmd"]) for s in svcs.values())
+
+
+def test_apt_repo_key_depends_on_the_set_of_packages_only():
+    from tools import mirror
+
+    assert mirror.apt_repo_key(["b", "a", "a"]) == mirror.apt_repo_key(["a", "b"])
+    assert mirror.apt_repo_key(["a"]) != mirror.apt_repo_key(["a", "b"])
