@@ -1033,6 +1033,7 @@ def remove(name: str) -> None:
     with locked():
         machine = get_machine(name)
         stop_machine(machine)
+        _remove_nspawn_leftovers(machine)
         shutil.rmtree(machine.dir)
         write_inventory(load_machines())
 
@@ -1050,6 +1051,12 @@ def stop(name: str) -> Machine:
         machine = get_machine(name)
         stop_machine(machine)
     return machine
+
+
+def _remove_nspawn_leftovers(machine: Machine) -> None:
+    """nspawn's per-machine directory on the host (it only cleans it up itself when /run is a tmpfs)."""
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(Path("/run/systemd/nspawn/propagate") / machine.name)
 
 
 def mirror_running() -> bool:
@@ -1085,9 +1092,8 @@ def down() -> None:
         for link in links:
             if link.get("ifname", "").startswith("vb-") and link.get("master") == BRIDGE:
                 run(["ip", "link", "del", link["ifname"]], check=False)
-        for name in [m.name for m in machines]:
-            with contextlib.suppress(FileNotFoundError):
-                shutil.rmtree(Path("/run/systemd/nspawn/propagate") / name)
+        for machine in machines:
+            _remove_nspawn_leftovers(machine)
         if MACHINES_DIR.exists():
             shutil.rmtree(MACHINES_DIR)
         INVENTORY.unlink(missing_ok=True)
