@@ -346,6 +346,7 @@ def install_machine_units(root: Path) -> None:
     # Timers that would try to reach the internet, and consoles nobody logs in to.
     masks = ["apt-daily.timer", "apt-daily-upgrade.timer", "console-getty.service", "getty.target"]
     masks += ["systemd-networkd.service", "systemd-networkd-wait-online.service", "e2scrub_reap.service"]
+    masks += ["e2scrub_all.timer", "fstrim.timer", "dpkg-db-backup.timer", "systemd-tmpfiles-clean.timer"]
     for unit in masks:
         link = root / "etc/systemd/system" / unit
         if link.exists() or link.is_symlink():
