@@ -388,12 +388,14 @@ class Maintenance(object):
         self.fail("Node %s kept changing while this module tried to update it (5 conflicts); retry." % name)
 
     def pdbs_for(self, pods):
-        by_ns = {}
-        for ns in sorted(set(p["metadata"]["namespace"] for p in pods)):
+        def list_pdbs(ns):
             try:
-                by_ns[ns] = self.api.list_pdbs(ns)
+                return self.api.list_pdbs(ns)
             except KubeError:
-                by_ns[ns] = []
+                return []
+
+        namespaces = sorted(set(p["metadata"]["namespace"] for p in pods))
+        by_ns = dict(zip(namespaces, threaded_map(self.params["concurrency"])(list_pdbs, namespaces)))
         seen = {}
         for pod in pods:
             for pdb in budgets_for(pod, by_ns.get(pod["metadata"]["namespace"], [])):
