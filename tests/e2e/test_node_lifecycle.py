@@ -43,10 +43,6 @@ EXTRA_VARS = {
     "anvil_image_repository": f"{MIRROR_ADDR}:5000/anvil",
     "anvil_cluster_name": "e2e-lifecycle",
     "anvil_kubeconfig_dest": str(WORK / "admin.conf"),
-    # kubeadm >= 1.35 refuses cgroup v1 hosts (this testbed) unless its system verification is skipped;
-    # the kubelet itself is configured with failCgroupV1: false by the kubelet role.
-    "control_plane_ignore_preflight_errors": ["SystemVerification"],
-    "node_join_ignore_preflight_errors": ["SystemVerification"],
 }
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
