@@ -664,7 +664,10 @@ class Release:
                     return None, problem
             dry = self.apply(obj, dry_run=True)
         except DynamicApiError as exc:
-            return None, "%s: %s" % (plan.ref_text(obj), api_message(exc))
+            hint = ""
+            if exc.status == 409:
+                hint = " (another field manager changed these fields since; set force_conflicts=true to take them back)"
+            return None, "%s: %s%s" % (plan.ref_text(obj), api_message(exc), hint)
         if live is None:
             return ("create", obj, None, dry), None
         if plan.is_changed(live, dry):

@@ -463,3 +463,19 @@ def test_apps_playbook_deploys_inventory_releases_in_order(kube_api, namespace):
     ]
     failed = run_playbook(playbook, extra_vars=apps_vars)
     assert failed.rc != 0 and "late" not in configmaps(kube_api, namespace)
+
+
+def test_drift_is_reported_and_repaired_with_force_conflicts(kube_api, namespace):
+    assert not release(kube_api, namespace, definitions=V1[:1]).get("failed")
+    # Someone edits a field the release owns (another field manager now owns it).
+    core(kube_api).patch_namespaced_config_map(
+        "settings", namespace, {"data": {"mode": "edited"}}, field_manager="kubectl-edit"
+    )
+    out = release(kube_api, namespace, definitions=V1[:1])
+    assert out.get("failed") and "conflict" in out["msg"].lower() and "force_conflicts=true" in out["msg"]
+    assert configmaps(kube_api, namespace)["settings"] == {"mode": "edited"}
+    fixed = release(kube_api, namespace, definitions=V1[:1], force_conflicts=True)
+    assert not fixed.get("failed"), fixed.get("msg")
+    assert fixed["changed"] and names(fixed["updated"]) == ["ConfigMap/settings"] and fixed["revision"] == 2
+    assert configmaps(kube_api, namespace)["settings"] == {"mode": "one"}
+    assert not release(kube_api, namespace, definitions=V1[:1])["changed"]
