@@ -444,6 +444,10 @@ def test_maintenance_playbook_drains_only_the_limited_node_then_uncordons(kube_a
 
     result = run_playbook(playbook, inventory=inventory, limit=first, extra_vars=dict(common, action="reboot"))
     assert result.rc != 0 and result.failed(first)
+    result = run_playbook(playbook, inventory=inventory, extra_vars=dict(common, action="drain"))
+    assert result.rc != 0 and "--limit" in json.dumps(result.data)  # no accidental drain of every node
+    assert not rest.get_node(first)["spec"].get("unschedulable")
+    assert not rest.get_node(second)["spec"].get("unschedulable")
 
 
 def test_connection_from_k8s_auth_environment_like_an_awx_credential(kube_api, rest, nodes):
