@@ -180,7 +180,7 @@ def keys(pod_list):
     return sorted(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in pod_list)
 
 
-def maintain(kube_api, check=False, env=None, **options):
+def maintain(kube_api, check=False, env=None, diff=False, **options):
     """Run the module in a playbook, with the connection set once through the action group."""
     play = {
         "hosts": "localhost",
@@ -189,7 +189,7 @@ def maintain(kube_api, check=False, env=None, **options):
     }
     if env is None:  # else the connection comes from K8S_AUTH_* variables, as with an AWX credential
         play["module_defaults"] = {"group/anvil.cluster.k8s": {"kubeconfig": str(kube_api.kubeconfig)}}
-    result = run_playbook([play], check=check, env=env)
+    result = run_playbook([play], check=check, env=env, diff=diff)
     assert result.tasks, f"playbook did not run: rc={result.rc}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.result(TASK)
 
@@ -362,8 +362,9 @@ def test_check_mode_returns_the_plan_and_changes_nothing(kube_api, rest, nodes, 
     assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
     assert sorted(p["metadata"]["uid"] for p in node_pods(rest, target, ns)) == uids
 
-    res = maintain(kube_api, check=True, name=target, state="cordoned")
+    res = maintain(kube_api, check=True, diff=True, name=target, state="cordoned")
     assert res["changed"] is True and not rest.get_node(target)["spec"].get("unschedulable")
+    assert res["diff"]["before"]["unschedulable"] is False and res["diff"]["after"]["unschedulable"] is True
 
 
 def _watch_grace_periods(kube_api, ns, seen, stop):
