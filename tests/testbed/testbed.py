@@ -108,6 +108,16 @@ WORKERS = "workers"
 NAME_PREFIX = f"{PREFIX}-"
 ROLE_PREFIX = {CONTROL_PLANE: f"{PREFIX}-cp", WORKERS: f"{PREFIX}-w"}
 
+# Machine root filesystems: "overlay" (default) mounts the cached base read-only under a per-machine upper
+# directory (creating a machine costs a few MB and no copying), with a plain directory bound at
+# /var/lib/containerd (containerd's overlay snapshots cannot live on overlayfs); "copy" gives each machine a
+# full copy of the base (about 210 MB, slow while the disk is busy).
+STORAGE = os.environ.get("ANVIL_TESTBED_STORAGE", "overlay")
+if STORAGE not in ("overlay", "copy"):
+    raise SystemExit(f"ANVIL_TESTBED_STORAGE must be overlay or copy, not {STORAGE!r}")
+# Directories bound from plain per-machine directories in overlay mode (must not be on overlayfs).
+PLAIN_DIRS = ("/var/lib/containerd",)
+
 MIB = 1024 * 1024
 DISK_PER_MACHINE = 700 * MIB  # base copy (~350 MB) + room for packages and images
 DISK_FOR_BUILD = 1500 * MIB
@@ -272,6 +282,8 @@ def build_rootfs(force: bool = False) -> Path:
     target = base_rootfs()
     if base_ready() and not force:
         return target
+    if force and any(m.storage == "overlay" and m.base == str(target) for m in load_machines()):
+        raise TestbedError("machines of this testbed use the base root filesystem: run `testbed down` first")
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with open(CACHE_DIR / "build.lock", "w") as lock:  # testbed instances share the cache
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -371,6 +383,8 @@ class Machine:
     name: str
     role: str
     ip: str
+    storage: str = "copy"
+    base: str = ""
 
     @property
     def dir(self) -> Path:
@@ -379,6 +393,30 @@ class Machine:
     @property
     def rootfs(self) -> Path:
         return self.dir / "rootfs"
+
+    @property
+    def upper(self) -> Path:
+        return self.dir / "upper"
+
+    def plain_dir(self, path: str) -> Path:
+        return self.dir / "plain" / path.strip("/").replace("/", "_")
+
+    def mount_rootfs(self) -> None:
+        """Overlay storage: mount base + upper at rootfs (idempotent)."""
+        if self.storage != "overlay" or os.path.ismount(self.rootfs):
+            return
+        if not Path(self.base, ".anvil-complete").is_file():
+            raise TestbedError(f"{self.name}: its base root filesystem {self.base} is gone; recreate the machine")
+        work = self.dir / "work"
+        for d in (self.upper, work, self.rootfs):
+            d.mkdir(parents=True, exist_ok=True)
+        opts = f"lowerdir={self.base},upperdir={self.upper},workdir={work}"
+        run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.rootfs)])
+
+    def unmount_rootfs(self) -> None:
+        if os.path.ismount(self.rootfs):
+            if run(["umount", str(self.rootfs)], check=False).returncode != 0:
+                run(["umount", "-l", str(self.rootfs)], check=False)
 
     @property
     def pid_file(self) -> Path:
@@ -571,13 +609,18 @@ def ensure_ssh_key() -> Path:
 
 
 def create_machine(name: str, role: str, ip: str) -> Machine:
-    machine = Machine(name=name, role=role, ip=ip)
+    machine = Machine(name=name, role=role, ip=ip, storage=STORAGE, base=str(base_rootfs()))
     if machine.dir.exists():
-        shutil.rmtree(machine.dir)
+        _delete_machine_dir(machine)
     machine.dir.mkdir(parents=True)
     machine.save()  # recorded before anything else, so `down` finds a half-created machine
-    # A plain copy (reflinked where the filesystem can): containerd's state must not be on overlayfs.
-    run(["cp", "-a", "--reflink=auto", str(base_rootfs()), str(machine.rootfs)])
+    if machine.storage == "overlay":
+        machine.mount_rootfs()
+        for path in PLAIN_DIRS:
+            machine.plain_dir(path).mkdir(parents=True, exist_ok=True)
+    else:
+        # A plain copy (reflinked where the filesystem can).
+        run(["cp", "-a", "--reflink=auto", str(base_rootfs()), str(machine.rootfs)])
     (machine.rootfs / ".anvil-complete").unlink(missing_ok=True)
     root = machine.rootfs
     _write(root / "etc/hostname", name + "\n")
@@ -621,6 +664,8 @@ def nspawn_command(machine: Machine) -> list[str]:
     for dev in ("/dev/fuse", "/dev/net/tun"):
         if Path(dev).exists():
             cmd.append(f"--bind={dev}")
+    if machine.storage == "overlay":
+        cmd += [f"--bind={machine.plain_dir(path)}:{path}" for path in PLAIN_DIRS]
     return cmd
 
 
@@ -628,6 +673,7 @@ def boot(machine: Machine) -> None:
     if machine.running():
         return
     ensure_bridge()
+    machine.mount_rootfs()
     # A stale veth of a crashed run would make nspawn fail to create the new one.
     if _link_exists(machine.veth):
         run(["ip", "link", "del", machine.veth], check=False)
@@ -743,6 +789,7 @@ def stop_machines(machines: list[Machine], timeout: float = 30.0) -> None:
         for cg in machine.cgroups():
             _remove_cgroup(cg)
         machine.pid_file.unlink(missing_ok=True)
+        machine.unmount_rootfs()
         if _link_exists(machine.veth):
             run(["ip", "link", "del", machine.veth], check=False)
 
@@ -1035,7 +1082,7 @@ def remove(name: str) -> None:
         machine = get_machine(name)
         stop_machine(machine)
         _remove_nspawn_leftovers(machine)
-        shutil.rmtree(machine.dir)
+        _delete_machine_dir(machine)
         write_inventory(load_machines())
 
 
@@ -1052,6 +1099,14 @@ def stop(name: str) -> Machine:
         machine = get_machine(name)
         stop_machine(machine)
     return machine
+
+
+def _delete_machine_dir(machine: Machine) -> None:
+    """Delete a machine's directory, never through a mounted root filesystem (that would be the base's)."""
+    machine.unmount_rootfs()
+    if os.path.ismount(machine.rootfs):
+        raise TestbedError(f"{machine.rootfs} is still mounted; not deleting {machine.dir}")
+    shutil.rmtree(machine.dir)
 
 
 def _remove_nspawn_leftovers(machine: Machine) -> None:
@@ -1085,7 +1140,7 @@ def down() -> None:
                 for leftover in group.iterdir():
                     if leftover.is_dir():
                         _remove_cgroup(leftover)
-        # Mounts that leaked into the host's namespace (normally none: nspawn uses its own).
+        # Mounts under the state directory: overlay root filesystems, and anything a crash left behind.
         for mnt in sorted(_host_mounts_under(TESTBED_DIR), key=len, reverse=True):
             run(["umount", "-l", mnt], check=False)
         # veths still attached to this testbed's bridge (machines whose records are gone).
@@ -1096,6 +1151,9 @@ def down() -> None:
         for machine in machines:
             _remove_nspawn_leftovers(machine)
         if MACHINES_DIR.exists():
+            leftover_mounts = _host_mounts_under(MACHINES_DIR)
+            if leftover_mounts:
+                raise TestbedError(f"still mounted, not deleting {MACHINES_DIR}: {leftover_mounts}")
             shutil.rmtree(MACHINES_DIR)
         INVENTORY.unlink(missing_ok=True)
         if _link_exists(BRIDGE):
