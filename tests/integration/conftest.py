@@ -68,7 +68,7 @@ class KubeAPI:
 
     def add_nodes(self, names: list[str], labels: dict | None = None, taints: list | None = None) -> None:
         """Create extra kwok nodes (outside the shared pool) and wait until they are Ready."""
-        client = self.api_client()
+        client = kapi.Rest.for_instance(self.instance)
         kapi.create_nodes(client, names, pool="test", labels=labels, taints=taints)
 
         def ready() -> bool:
@@ -78,7 +78,7 @@ class KubeAPI:
         wait_until(ready, 60, f"nodes {names} Ready")
 
     def delete_nodes(self, names: list[str]) -> None:
-        kapi.delete_nodes(self.api_client(), names)
+        kapi.delete_nodes(self.instance, names)
 
 
 def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
@@ -109,8 +109,7 @@ def kube_api():
         pytest.fail(f"local API binaries are missing: {e}", pytrace=False)
     except kapi.KubeApiError as e:
         pytest.fail(f"local API did not start: {e}", pytrace=False)
-    client = kapi.api_client(inst.admin_kubeconfig)
-    names = [n["metadata"]["name"] for n in kapi.list_pool_nodes(client)]
+    names = [n["metadata"]["name"] for n in kapi.list_pool_nodes(inst)]
     names.sort(key=lambda n: kapi.node_index(n) or 0)
     yield KubeAPI(inst, names)
     if not was_running and os.environ.get("ANVIL_KUBE_API_STOP") == "1":

@@ -359,7 +359,7 @@ def test_up_reuses_and_scales_a_private_instance():
             30,
             "the pool to shrink",
         )
-        assert kapi.status(inst)["healthy"] is True
+        assert kapi.is_healthy(inst, patience=30)
     finally:
         kapi.down(inst)
     assert not inst.dir.exists()
