@@ -27,6 +27,8 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
 IMPLEMENTED_CNIS = ("flannel",)
+# Interfaces that CNIs and kube-proxy create on nodes (flannel, the bridge plugin, Calico, Kube-OVN, IPVS).
+CLUSTER_INTERFACES = re.compile(r"^(cni\d*|flannel\.\d+|cali.*|tunl0|vxlan\.calico|kube-ipvs0|ovn0|mirror0|veth.*)$")
 PLANNED_CNIS = ("calico", "kube_ovn")
 
 DEFAULTS = {
@@ -250,6 +252,9 @@ def check_network_cidrs(cluster, hosts, report):
     for name, host in sorted(_live_hosts(hosts).items()):
         for addr in host["facts"].get("ipv4") or []:
             if addr.get("address", "").startswith("127."):
+                continue
+            # On a host that already runs Kubernetes, the pod network's own interfaces are not host networks.
+            if host["facts"].get("joined") and CLUSTER_INTERFACES.match(addr.get("interface") or ""):
                 continue
             net = netaddr.IPNetwork("%s/%s" % (addr["address"], addr["prefix"])).cidr
             reserved.append((str(net), "the network of %s on %s" % (addr.get("interface"), name)))

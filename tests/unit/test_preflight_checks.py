@@ -337,3 +337,17 @@ def test_input_is_not_modified():
     before = copy.deepcopy((hosts, cluster))
     evaluate(hosts, cluster)
     assert (hosts, cluster) == before
+
+
+def test_joined_host_pod_network_interfaces_are_not_host_networks():
+    hosts, cluster = good()
+    for i, host in enumerate(hosts.values()):
+        host["facts"]["joined"] = True
+        host["facts"]["ipv4"] += [
+            {"interface": "flannel.1", "address": "10.244.%d.0" % i, "prefix": 32},
+            {"interface": "cni0", "address": "10.244.%d.1" % i, "prefix": 24},
+        ]
+    assert problems_of(hosts, cluster) == []
+    # ... but on a host that is not part of the cluster yet, such an address is a conflict.
+    hosts["w1"]["facts"]["joined"] = False
+    assert [p["check"] for p in problems_of(hosts, cluster)] == ["network_cidrs", "network_cidrs"]
