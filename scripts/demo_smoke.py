@@ -7,6 +7,7 @@ resolves kubernetes.default and fetches the Service by name. Exits non-zero when
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ def wait(fn, timeout, what):
 
 def main(kubeconfig: str) -> int:
     versions = yaml.safe_load((REPO / "vars/versions.yml").read_text())["anvil_versions"]
-    inventory = yaml.safe_load((REPO / "inventories/testbed/hosts.yml").read_text())
+    inventory_path = os.environ.get("ANVIL_TESTBED_INVENTORY", str(REPO / "inventories/testbed/hosts.yml"))
+    inventory = yaml.safe_load(Path(inventory_path).read_text())
     repo = inventory["all"]["vars"]["anvil_image_repository"]
     image = f"{repo}/{versions['flannel']['image']['name']}:{versions['flannel']['image']['tag']}"
     api_client = config.new_client_from_config(kubeconfig)
@@ -80,7 +82,9 @@ def main(kubeconfig: str) -> int:
     )
     script = (
         "nslookup kubernetes.default.svc.cluster.local && "
-        f"wget -qO- -T 5 http://web.{NS}.svc.cluster.local/ && echo SMOKE-OK"
+        # busybox nc (the image's static wget crashes on name lookups)
+        f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 web.{NS}.svc.cluster.local 80 | grep -q '^web-'"
+        " && echo SMOKE-OK"
     )
     core.create_namespaced_pod(
         NS,

@@ -2,7 +2,7 @@
 
 Order matters and follows the file: preflight refusals and check mode need hosts on which the
 cluster does not exist yet; then one deployment (module fixture) that the remaining tests inspect.
-Test pods use the flannel image from the mirror (it carries busybox: sh, wget, nslookup, httpd).
+Test pods use the flannel image from the mirror (it carries busybox: sh, nslookup, nc, httpd).
 """
 
 from __future__ import annotations
@@ -377,6 +377,11 @@ def _in_client(testbed, probes, cmd: str) -> str:
     return sh(testbed, probes["cp"], f"{KUBECTL} -n default exec client -- sh -c {shlex.quote(cmd)}")
 
 
+def _http_get(host: str, port: int) -> str:
+    """A shell command that prints the body of GET / (busybox nc: the image's static wget crashes on lookups)."""
+    return f"printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port} | tail -n 1"
+
+
 def test_coredns_resolves_kubernetes_default_from_a_pod(testbed, probes):
     out = poll(
         lambda: _in_client(testbed, probes, "nslookup kubernetes.default.svc.cluster.local"),
@@ -389,7 +394,7 @@ def test_coredns_resolves_kubernetes_default_from_a_pod(testbed, probes):
 def test_pod_reaches_pod_on_the_other_worker(testbed, probes):
     assert probes["nodes"]["client"] != probes["nodes"]["web1"]
     out = poll(
-        lambda: _in_client(testbed, probes, f"wget -qO- -T 5 http://{probes['ips']['web1']}:8080/"),
+        lambda: _in_client(testbed, probes, _http_get(probes["ips"]["web1"], 8080)),
         60,
         what="pod to pod",
     )
@@ -398,7 +403,7 @@ def test_pod_reaches_pod_on_the_other_worker(testbed, probes):
 
 def test_pod_reaches_a_clusterip_service(testbed, probes):
     out = poll(
-        lambda: _in_client(testbed, probes, "wget -qO- -T 5 http://anvil-e2e-web.default.svc.cluster.local/"),
+        lambda: _in_client(testbed, probes, _http_get("anvil-e2e-web.default.svc.cluster.local", 80)),
         60,
         what="service",
     )
