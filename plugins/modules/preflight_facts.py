@@ -19,7 +19,7 @@ description:
   - Never changes the host (no modprobe, no sysctl writes), so it also runs in check mode.
   - The judgement itself is made on the controller by the P(anvil.cluster.preflight_evaluate#filter) filter.
 author:
-  - anvil.cluster maintainers
+  - anvil.cluster maintainers (@anvil-cluster)
 options:
   mirror_url:
     description: Base URL of the artifact mirror (files and apt repository); probed with an HTTP GET.
@@ -46,8 +46,10 @@ options:
     default: 5
 attributes:
   check_mode:
+    description: Can run in check mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check mode), when in diff mode.
     support: none
 """
 
