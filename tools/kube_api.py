@@ -23,7 +23,8 @@ Design:
 - Processes run detached (own session), so the instance outlives the command that started it; pids and
   process start times are recorded so `down` never signals an unrelated process that reused a pid.
 - An instance has a name and a port offset: the default one is what tests share; benchmarks start a
-  separate one (`--instance bench --port-offset 10000`) so they never disturb it.
+  separate one (`--instance bench --port-offset 5000`) so they never disturb it. Keep offsets below
+  8900: higher ones put ports in the kernel's range for outgoing connections (32768+).
 """
 
 from __future__ import annotations
@@ -750,9 +751,25 @@ def process_alive(pid: int, start_time: int | None) -> bool:
 
 
 def port_in_use(port: int) -> bool:
+    """True when a server could not bind 127.0.0.1:port (a listener or an outgoing connection holds it).
+
+    SO_REUSEADDR is set like Go's listeners do, so sockets in TIME_WAIT do not count.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.settimeout(0.2)
-        return s.connect_ex(("127.0.0.1", port)) == 0
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def start_process(inst: Instance, name: str, argv: list[str]) -> dict:
@@ -1124,6 +1141,13 @@ def start_fresh(
         raise KubeApiError(
             f"ports already in use on 127.0.0.1: {busy}; another local API or a real cluster is running "
             f"(stop it with `python tools/kube_api.py down` if it is ours)"
+        )
+    low, high = ephemeral_port_range()
+    ephemeral = sorted(p for p in inst.all_ports().values() if low <= p <= high)
+    if ephemeral:
+        log(
+            f"warning: ports {ephemeral} are in the kernel's range for outgoing connections ({low}-{high}) "
+            f"and may be taken at any moment; use a --port-offset that keeps every port below {low}"
         )
     if inst.dir.exists():
         shutil.rmtree(inst.dir)

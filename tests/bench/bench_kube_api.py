@@ -1,7 +1,7 @@
 """Benchmark of the local API server (tools/kube_api.py): time to ready and memory for 3 and 1000 kwok
 nodes, then how fast pods are created, scheduled and made Running on the 1000-node instance.
 
-It runs a separate instance ("bench", ports +10000) so the shared test instance is never disturbed.
+It runs a separate instance ("bench", ports +5000) so the shared test instance is never disturbed.
 Prints numbers; not a pass/fail test. Environment knobs:
   BENCH_NODES (default 1000), BENCH_PODS (default 30000), BENCH_POD_BUDGET_S (default 240),
   BENCH_DEPLOYMENTS (default 30; the pods are spread over this many Deployments).
@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools import kube_api as kapi
 
-INSTANCE = kapi.Instance(name="bench", port_offset=10000)
+INSTANCE = kapi.Instance(name="bench", port_offset=5000)  # every port below 32768 (outgoing range)
 
 
 def rss_report(inst: kapi.Instance) -> dict[str, float]:

@@ -372,3 +372,24 @@ def test_teardown_stops_orphans_the_state_lost(inst):
     stopped = kapi.teardown(inst)  # no state file
     assert stopped == [f"orphan pid {entry['pid']}"]
     assert not kapi.process_alive(entry["pid"], entry["start_time"])
+
+
+def test_port_in_use_sees_listeners_and_outgoing_connections():
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    try:
+        assert kapi.port_in_use(port)
+        # The client's local (ephemeral) port is taken too, although nothing listens on it.
+        assert kapi.port_in_use(client.getsockname()[1])
+    finally:
+        client.close()
+        server.close()
+    low, high = kapi.ephemeral_port_range()
+    assert low < high
+    # Every port of the default and benchmark instances stays below the outgoing range.
+    assert max(kapi.Instance(port_offset=8899).all_ports().values()) < 32768
