@@ -102,8 +102,16 @@ def test_three_control_planes_ready(testbed, ha):
 def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
     first, second = ha["cps"][0], ha["cps"][1]
     worker = ha["workers"][0]
+    first_ip = yaml.safe_load(Path(testbed.inventory).read_text())["all"]["children"]["k8s_cluster"]["children"][
+        "control_plane"
+    ]["hosts"][first]["ansible_host"]
     testbed.stop(first)
     try:
+        # The first control plane really is gone.
+        out = sh(
+            testbed, second, f"curl -sk --max-time 3 https://{first_ip}:6443/readyz || echo unreachable", check=False
+        )
+        assert "unreachable" in out, out
         # Served through the local load balancer of the surviving nodes (and of the worker).
         poll(lambda: sh(testbed, second, f"{KUBECTL} get --raw /readyz").strip() == "ok", 90, "API via cp2's LB")
         poll(
@@ -139,10 +147,16 @@ def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
         )
     finally:
         testbed.start(first)
-    poll(lambda: first in _ready_nodes(testbed, second), 300, "the first control plane to rejoin (Ready)")
-    first_ip = yaml.safe_load(Path(testbed.inventory).read_text())["all"]["children"]["k8s_cluster"]["children"][
-        "control_plane"
-    ]["hosts"][first]["ansible_host"]
+    restarted = time.time()
+    poll(lambda: first in _ready_nodes(testbed, second), 300, "the first control plane to be Ready")
+
+    def lease_renewed_after_restart() -> bool:
+        lease = json.loads(sh(testbed, second, f"{KUBECTL} -n kube-node-lease get lease {first} -o json"))
+        renewed = lease["spec"]["renewTime"]  # RFC 3339 with microseconds, UTC
+        stamp = time.mktime(time.strptime(renewed.split(".")[0], "%Y-%m-%dT%H:%M:%S")) - time.timezone
+        return stamp > restarted
+
+    poll(lease_renewed_after_restart, 300, "the restarted control plane's kubelet to renew its lease")
     poll(
         lambda: (
             sh(testbed, second, f"{KUBECTL} --server https://{first_ip}:6443 get --raw /readyz", check=False).strip()
