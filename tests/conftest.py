@@ -9,6 +9,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from tests.helpers.ansible import ensure_collection_link  # noqa: E402
+from tests.helpers.ansible import ensure_collection_link
 
 ensure_collection_link()

@@ -36,7 +36,7 @@ def ensure_bridge() -> str:
     Both the mirror (which binds to the bridge address) and the testbed (which attaches machines
     to it) call this, whichever starts first.
     """
-    probe = subprocess.run(["ip", "-o", "link", "show", ANVIL_BRIDGE], capture_output=True, text=True)
+    probe = subprocess.run(["ip", "-o", "link", "show", ANVIL_BRIDGE], check=False, capture_output=True, text=True)
     if probe.returncode != 0:
         subprocess.run(["ip", "link", "add", ANVIL_BRIDGE, "type", "bridge"], check=True)
     addrs = subprocess.run(
@@ -49,4 +49,4 @@ def ensure_bridge() -> str:
 
 
 def bridge_exists() -> bool:
-    return subprocess.run(["ip", "-o", "link", "show", ANVIL_BRIDGE], capture_output=True).returncode == 0
+    return subprocess.run(["ip", "-o", "link", "show", ANVIL_BRIDGE], check=False, capture_output=True).returncode == 0

@@ -87,7 +87,7 @@ def plan_control_plane_removal(control_planes, members, removing):
     problems = []
     warnings = []
     steps = []
-    remaining_cps = [cp for cp in control_planes]
+    remaining_cps = list(control_planes)
     voters = [dict(m) for m in members if not m.get("is_learner")]
     for node in removing:
         if node not in remaining_cps:
@@ -337,7 +337,7 @@ def netfilter_cleanup(save_output):
             script.append("-F %s" % chain)
         for chain in owned:
             script.append("-X %s" % chain)
-            count = sum(1 for c, _ in data["rules"] if c == chain)
+            count = sum(1 for c, _rule in data["rules"] if c == chain)
             items.append("%s: chain %s (%d rules)" % (table, chain, count))
         script.append("COMMIT")
     return {"script": "\n".join(script) + "\n" if script else "", "items": items}

@@ -96,7 +96,7 @@ def test_cordon_records_who_when_and_reason_then_is_idempotent():
     assert plan_node(applied, "drained", taints=[], reason="kernel", requested_by="bob", now="T2")[0] is None
     assert plan_node(applied, "cordoned", taints=[], reason=None, requested_by="bob", now="T2")[0] is None
     # a new reason is recorded with who asked for it; "since" is kept
-    patch, _ = plan_node(applied, "cordoned", taints=[], reason="disk", requested_by="bob", now="T2")
+    patch, _summary = plan_node(applied, "cordoned", taints=[], reason="disk", requested_by="bob", now="T2")
     assert patch["metadata"]["annotations"] == {ANN_REASON: "disk", ANN_BY: "bob"}
     assert "spec" not in patch
 
@@ -129,7 +129,7 @@ def test_dropped_taint_is_removed_and_changed_value_replaced():
 def test_uncordon_of_untouched_node_is_a_no_op_and_keeps_foreign_cordon_data():
     assert plan_node(node(), "uncordoned", taints=[], reason=None, requested_by=None, now="T")[0] is None
     n = node(True, taints=[{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}])
-    patch, _ = plan_node(n, "uncordoned", taints=[], reason=None, requested_by=None, now="T")
+    patch, _summary = plan_node(n, "uncordoned", taints=[], reason=None, requested_by=None, now="T")
     assert patch["spec"] == {"unschedulable": None}  # the controller removes its own taint
 
 

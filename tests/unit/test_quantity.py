@@ -125,7 +125,7 @@ def test_error_is_a_value_error_naming_the_value():
 
 
 @pytest.mark.parametrize(
-    ("left", "right", "equal"),
+    ("one", "other", "equal"),
     [
         ("1000m", "1", True),
         ("1", 1, True),
@@ -139,9 +139,9 @@ def test_error_is_a_value_error_naming_the_value():
         ("1", "1001m", False),
     ],
 )
-def test_semantic_equality(left, right, equal):
-    assert quantities_equal(left, right) is equal
-    assert quantities_equal(right, left) is equal
+def test_semantic_equality(one, other, equal):
+    assert quantities_equal(one, other) is equal
+    assert quantities_equal(other, one) is equal
 
 
 def test_compare():

@@ -283,7 +283,7 @@ def test_first_run_creates_everything_then_nothing():
     plan = plan_tenants([spec], {}, [])
     assert not plan["errors"]
     assert len(actions_of(plan)) == 18
-    assert all(a == "create" for a, _ in actions_of(plan))
+    assert all(a == "create" for a, _obj in actions_of(plan))
     namespaces, objects = cluster_of(render_tenant(spec))
     assert actions_of(plan_tenants([spec], namespaces, objects)) == []
 

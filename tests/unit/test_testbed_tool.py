@@ -37,8 +37,8 @@ def test_no_archive_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_machine_names_put_control_planes_first():
     names = tb.machine_names(4, 2)
-    assert [role for _, role in names] == [tb.CONTROL_PLANE, tb.CONTROL_PLANE, tb.WORKERS, tb.WORKERS]
-    assert [name for name, _ in names] == [f"{tb.PREFIX}-cp1", f"{tb.PREFIX}-cp2", f"{tb.PREFIX}-w1", f"{tb.PREFIX}-w2"]
+    assert [role for _name, role in names] == [tb.CONTROL_PLANE, tb.CONTROL_PLANE, tb.WORKERS, tb.WORKERS]
+    assert [n for n, _role in names] == [f"{tb.PREFIX}-cp1", f"{tb.PREFIX}-cp2", f"{tb.PREFIX}-w1", f"{tb.PREFIX}-w2"]
     assert tb.role_for_name(f"{tb.PREFIX}-w7") == tb.WORKERS
     for nodes, cps in ((2, 3), (0, 0), (3, 0)):
         with pytest.raises(tb.TestbedError):

@@ -125,7 +125,7 @@ def test_selection_by_component_and_binary(manifest):
     with pytest.raises(artifacts.ManifestError, match="has no binary"):
         artifacts.parse_selection("etcd/kubelet", manifest)
     api = artifacts.parse_selection(",".join(artifacts.API_SELECTION), manifest)
-    assert {c for c, _ in api} == {"etcd", "kubernetes", "kwok"}
+    assert {c for c, _ver in api} == {"etcd", "kubernetes", "kwok"}
 
 
 def test_binary_path_follows_the_cache_layout(manifest):
