@@ -26,3 +26,6 @@ mirror-down: ## stop the mirror (leaves no process behind)
 
 mirror-status: ## show whether the mirror is serving
 	$(BIN)/python tools/mirror.py status
+
+# e2e tests install clusters from the mirror: every binary and image must be built (cached) first.
+e2e: artifacts

@@ -390,8 +390,10 @@ def test_absent_without_and_with_workloads(kube_api, tenants):
         },
     )
     # Removing the empty namespace from the list deletes it; the one with workloads is refused.
-    dropped = ok(run(kube_api, dict(spec, namespaces=[ns_keep])))
+    # (wait: the spare namespace is listed again below, which the module refuses while it is terminating)
+    dropped = ok(run(kube_api, dict(spec, namespaces=[ns_keep], wait=True, wait_timeout=120)))
     assert dropped["deleted"] == [f"Namespace/{ns_empty}"]
+    assert not namespace_exists(kube_api, ns_empty)
     refused = run(kube_api, dict(spec, namespaces=[ns_empty]))
     assert refused["failed"]
     assert "Pod/web-0" in refused["msg"] and "PersistentVolumeClaim/data" in refused["msg"]
