@@ -4,8 +4,8 @@
 127.0.0.1:16443 with kwok simulating nodes, or reuses the instance that is already running (several
 test sessions may share it: isolate tests with the `namespace` fixture, unique names and labels, and
 never stop it from a test). The node count comes from ANVIL_KUBE_API_NODES (default 3); a running
-instance with more nodes is reused as is, one with fewer is scaled up. The instance keeps running after
-the session (`make kube-api-down` stops it) unless ANVIL_KUBE_API_STOP=1 and this session started it.
+instance with more nodes is reused as is, one with fewer is scaled up. An instance this session started
+is stopped at its end unless ANVIL_KUBE_API_KEEP=1; one that was already running is left running.
 If the binaries are not built the fixture FAILS and says to run `make artifacts-api`.
 
 What the simulated cluster does (tools/kwok/stages.yaml):
@@ -112,7 +112,9 @@ def kube_api():
     names = [n["metadata"]["name"] for n in kapi.list_pool_nodes(inst)]
     names.sort(key=lambda n: kapi.node_index(n) or 0)
     yield KubeAPI(inst, names)
-    if not was_running and os.environ.get("ANVIL_KUBE_API_STOP") == "1":
+    # A server this session started is stopped (nothing left behind); one that was already running is
+    # kept, and ANVIL_KUBE_API_KEEP=1 keeps a started one for the next run.
+    if not was_running and os.environ.get("ANVIL_KUBE_API_KEEP") != "1":
         kapi.down(inst)
 
 
