@@ -12,6 +12,7 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import json
 import re
 import shlex
 
@@ -32,7 +33,6 @@ RESET_PATHS = (
     "/etc/kubernetes",
     "/var/lib/kubelet",
     "/var/lib/etcd",
-    "/etc/cni/net.d",
     "/var/lib/cni",
     "/run/flannel",
     "/run/kubernetes",
@@ -189,13 +189,22 @@ def members_with_health(probe_results):
     """Members with `healthy` from the per-member results of probing etcd's /health endpoint.
 
     probe_results: Ansible loop results of the uri module, each with `item` (a member from
-    parse_etcd_members), `status` and `json` ({"health": "true"}). A member with no answer, another
+    parse_etcd_members), `status` and the body ({"health": "true"}) in `json` or, as etcd sends it
+    as text/plain, in `content`. A member with no answer, another
     status, or no client URL (a member that never started) is unhealthy.
     """
     out = []
     for result in probe_results or []:
         member = dict(result.get("item") or {})
-        body = result.get("json") or {}
+        body = result.get("json")
+        if not isinstance(body, dict):
+            # etcd answers /health as text/plain, so the uri module leaves the JSON in `content`.
+            try:
+                body = json.loads(result.get("content") or "{}")
+            except ValueError:
+                body = {}
+            if not isinstance(body, dict):
+                body = {}
         member["healthy"] = bool(
             not result.get("skipped") and result.get("status") == 200 and str(body.get("health")).lower() == "true"
         )

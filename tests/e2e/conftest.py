@@ -4,7 +4,8 @@
   torn down at the end of the session. ANVIL_TESTBED_REUSE=1 reuses a running testbed of the right size
   and leaves it running; ANVIL_TESTBED_KEEP=1 leaves the session's testbed running for inspection.
 - `mirror` (session): the mirror (tools/mirror.py, `make mirror-up`) serving packages, files and images
-  on the bridge address. ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
+  on the bridge address; one this session started is stopped at its end unless ANVIL_MIRROR_KEEP=1.
+  ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
 
 Tests marked `testbed_lifecycle` stop, start, add or recreate machines; they are run first in the
 session so that later tests get a settled testbed.
@@ -144,11 +145,12 @@ def _answers(url: str) -> bool:
 
 
 @pytest.fixture(scope="session")
-def mirror() -> str:
+def mirror():
     """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed)."""
     url = _mirror_url()
+    script = REPO_ROOT / "tools" / "mirror.py"
+    started = False
     if not _answers(f"{url}/apt/Packages"):
-        script = REPO_ROOT / "tools" / "mirror.py"
         if not script.exists():
             pytest.fail(f"no mirror at {url} and tools/mirror.py does not exist: run `make mirror-up` first")
         proc = subprocess.run([sys.executable, str(script), "up"], capture_output=True, text=True, check=False)
@@ -159,4 +161,8 @@ def mirror() -> str:
             if time.monotonic() > deadline:
                 pytest.fail(f"the mirror started but {url}/apt/Packages does not answer")
             time.sleep(0.5)
-    return url
+        started = True
+    yield url
+    # A mirror this session started is stopped (nothing left behind) unless ANVIL_MIRROR_KEEP=1.
+    if started and os.environ.get("ANVIL_MIRROR_KEEP") != "1":
+        subprocess.run([sys.executable, str(script), "down"], capture_output=True, text=True, check=False)

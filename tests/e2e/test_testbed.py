@@ -70,11 +70,10 @@ def busybox_image_tar(reference: str) -> bytes:
 
 
 @pytest.mark.testbed_lifecycle
-def test_down_leaves_nothing_and_warm_up_is_fast(testbed):
-    """`down` removes machines, veths, mounts, processes, cgroups; a warm `up` of 3 machines takes < 60 s."""
+def test_down_leaves_nothing_and_up_again_works(testbed):
+    """`down` removes machines, veths, mounts, processes, cgroups; `up` afterwards gives the same machines.
+    (Warm `up` time is a benchmark number: tests/bench/bench_site.py prints it.)"""
     nodes = len(testbed.hosts)
-    if testbed.created:
-        assert testbed.up_seconds < 60, f"warm up of {nodes} machines took {testbed.up_seconds:.1f} s"
     before = host_snapshot()
     assert before["veths"] and before["processes"] and before["cgroups"]  # the snapshot sees a running testbed
     try:
@@ -93,7 +92,6 @@ def test_down_leaves_nothing_and_warm_up_is_fast(testbed):
     assert not inventory_left
     # The default testbed shares its bridge with the mirror: it stays exactly while the mirror uses it.
     assert after["bridge"] == ({tb.BRIDGE} if not tb.INSTANCE and tb.mirror_running() else set())
-    assert seconds < 60
     assert set(testbed.hosts) == {name for name, _ in tb.machine_names(nodes, 1)}
 
 
@@ -198,14 +196,6 @@ def test_machines_cannot_reach_outside_but_reach_the_host(testbed):
     assert results[tb.MIRROR_ADDR] in ("open", "refused"), results[tb.MIRROR_ADDR]
     route = sh(testbed, name, "ip route get 9.9.9.9")
     assert "host0" in route  # only the testbed interface; its gateway does not exist
-
-
-def test_idle_machine_memory(testbed):
-    rows = tb.status_rows()
-    assert rows and all(r["state"] == "running" for r in rows)
-    for r in rows:
-        print(f"{r['name']}: RSS {r['rss_mib']} MiB, PSS {r['pss_mib']} MiB, {r['processes']} processes")
-        assert 0 < r["rss_mib"] < 256
 
 
 @pytest.mark.testbed_lifecycle

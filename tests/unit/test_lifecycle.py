@@ -325,14 +325,19 @@ def test_reset_plan_of_clean_host_is_empty():
 
 def test_members_with_health_from_probe_results():
     results = [
-        {"item": {"id": "1", "name": "cp1"}, "status": 200, "json": {"health": "true"}},
-        {"item": {"id": "2", "name": "cp2"}, "status": 503, "json": {"health": "false"}},
+        # etcd sends /health as text/plain: the uri module returns the body in `content`, no `json`.
+        {"item": {"id": "1", "name": "cp1"}, "status": 200, "content": '{"health":"true","reason":""}'},
+        {"item": {"id": "2", "name": "cp2"}, "status": 503, "content": '{"health":"false","reason":"NOSPACE"}'},
         {"item": {"id": "3", "name": "cp3"}, "status": -1, "msg": "Connection refused"},
         {"item": {"id": "4", "name": ""}, "skipped": True},
+        {"item": {"id": "5", "name": "cp5"}, "status": 200, "json": {"health": "true"}},
+        {"item": {"id": "6", "name": "cp6"}, "status": 200, "content": "not json"},
     ]
     assert [(m["name"], m["healthy"]) for m in lc.members_with_health(results)] == [
         ("cp1", True),
         ("cp2", False),
         ("cp3", False),
         ("", False),
+        ("cp5", True),
+        ("cp6", False),
     ]
