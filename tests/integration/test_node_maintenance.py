@@ -146,6 +146,14 @@ def create_pdb(rest, ns, name, app, **spec):
     wait_for(f"PDB {name} observed by the disruption controller", observed)
 
 
+def pdb_allows(rest, ns, name):
+    pdb = rest.request("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}")
+    status = pdb.get("status") or {}
+    if status.get("currentHealthy") != status.get("expectedPods"):
+        return None  # the controller has not yet counted every pod as healthy
+    return status.get("disruptionsAllowed")
+
+
 def pods(rest, ns, app=None):
     query = {"labelSelector": f"app={app}"} if app else {}
     return rest.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
@@ -293,15 +301,22 @@ def test_budget_blocks_until_replacement_is_ready_then_drain_succeeds(kube_api, 
     create(rest, ns, "Deployment", "web", nodes.group, replicas=2)
     web = wait_running(rest, ns, "web", 2, target)
     create_pdb(rest, ns, "web", "web", maxUnavailable=1)
+    wait_for("the budget to allow exactly one disruption", lambda: pdb_allows(rest, ns, "web") == 1)
 
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(maintain, kube_api, name=target, state="drained", timeout=120)
+
         # One pod is evicted at once; its replacement cannot run anywhere (the only node is cordoned), so
         # the budget refuses the second eviction until a new node appears and the replacement is Ready.
-        wait_for(
-            "a pending replacement while the drain waits",
-            lambda: any(not p["spec"].get("nodeName") for p in pods(rest, ns, "web")) and not future.done(),
-        )
+        def held_by_budget():
+            current = pods(rest, ns, "web")
+            pending = any(not p["spec"].get("nodeName") for p in current)
+            kept = [
+                p for p in current if p["spec"].get("nodeName") == target and not p["metadata"].get("deletionTimestamp")
+            ]
+            return pending and len(kept) == 1 and not future.done()
+
+        wait_for("a pending replacement while the budget keeps the other pod on the node", held_by_budget)
         (spare,) = nodes(1)
         res = future.result(timeout=180)
     assert not res.get("failed"), res.get("msg")
