@@ -422,3 +422,28 @@ def test_rerun_changes_nothing(testbed, cluster):
     changed = {t["task"]["name"]: [h for h, r in t["hosts"].items() if r.get("changed")] for t in second.tasks}
     assert second.changed() == 0, {k: v for k, v in changed.items() if v}
     print(f"\nsite.yml re-run: {second_time:.1f} s vs first {cluster['first_time']:.1f} s")
+
+
+def test_rerun_repairs_drift_and_only_that(testbed, groups, cluster):
+    """A re-run restores a changed binary mode, a corrupted CNI plugin and an edited config file on one
+    worker (the one-pass paths check must notice all three), changes nothing else, and settles."""
+    node = groups["workers"][0]
+    sh(testbed, node, "chmod 0700 /usr/local/bin/kubectl")
+    sh(testbed, node, "printf 'not a plugin' > /opt/cni/bin/loopback")
+    sh(testbed, node, "echo 'timeout: 99' >> /etc/crictl.yaml")
+    repair = run_playbook(SITE, inventory=testbed.inventory, extra_vars=base_vars())
+    assert repair.rc == 0, repair.stdout[-3000:]
+    changed = sorted(
+        (t["task"]["name"].split(" : ")[-1], h) for t in repair.tasks for h, r in t["hosts"].items() if r.get("changed")
+    )
+    assert changed == [
+        ("Configure crictl (and ctr users) for containerd's CRI socket", node),
+        ("Install CNI reference plugins from the mirror", node),
+        ("Install Kubernetes binaries from the mirror", node),
+    ], changed
+    assert sh(testbed, node, "stat -c %a /usr/local/bin/kubectl").strip() == "755"
+    sums = sh(testbed, node, "sha256sum /opt/cni/bin/loopback").split()[0]
+    assert sums == VERSIONS["cni-plugins"]["sha256"]["loopback"]
+    assert "timeout: 99" not in sh(testbed, node, "cat /etc/crictl.yaml")
+    settled = run_playbook(SITE, inventory=testbed.inventory, extra_vars=base_vars())
+    assert settled.rc == 0 and settled.changed() == 0, settled.stdout[-3000:]
