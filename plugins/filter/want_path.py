@@ -16,7 +16,8 @@ description:
     M(anvil.cluster.paths_check), so roles can map a list of paths in one expression.
   - With O(checksums), the file's SHA-256 digest is looked up by the path's base name.
   - With O(content), the digest is that of the given text (UTF-8), for files a role writes from a
-    template or a string: render it on the controller, compare on the host, write only when it differs.
+    template or a string. The role renders it on the controller, compares on the host and writes only
+    when it differs.
 positional: state, mode
 options:
   _input:
