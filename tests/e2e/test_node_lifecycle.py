@@ -330,6 +330,8 @@ def test_remove_worker_leaves_clean_host(cluster):
     ok(result)
     TIMINGS["remove_node worker"] = result.seconds
     assert "lc-w2" not in node_names(cp)
+    # No pod object stays bound to the removed node (a host added again would adopt it).
+    assert kubectl_json(cp, "get pods --all-namespaces --field-selector spec.nodeName=lc-w2")["items"] == []
     assert_host_clean("lc-w2")
     rules = sh("lc-w2", "iptables-save")
     assert ":OPERATOR-KEEP" in rules and "--dport 2222 -j ACCEPT" in rules, rules
@@ -344,7 +346,7 @@ def test_remove_worker_leaves_clean_host(cluster):
     checked = play("reset.yml", limit="lc-w2", check=True)
     ok(checked)
     assert checked.changed() == 0
-    plan = checked.result("What the reset removes from lc-w2", "lc-w2")
+    plan = checked.result("anvil.cluster.reset : What the reset removes from lc-w2", "lc-w2")
     assert plan["msg"] == ["nothing: the host holds no cluster state"], plan
 
 
