@@ -176,7 +176,9 @@ def cluster(mirror):
     ok(result)
     TIMINGS["site.yml 1 cp + 1 worker"] = time.monotonic() - started
     yield "lc-cp1"
-    print("\nnode lifecycle timings (s): " + json.dumps({k: round(v, 1) for k, v in TIMINGS.items()}))
+    timings = json.dumps({k: round(v, 1) for k, v in TIMINGS.items()})
+    print("\nnode lifecycle timings (s): " + timings)
+    (WORK / "timings.json").write_text(timings + "\n")
     if os.environ.get("LIFECYCLE_KEEP") != "1":
         tb("down", check=False)
 
