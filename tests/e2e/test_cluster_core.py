@@ -425,25 +425,38 @@ def test_rerun_changes_nothing(testbed, cluster):
 
 
 def test_rerun_repairs_drift_and_only_that(testbed, groups, cluster):
-    """A re-run restores a changed binary mode, a corrupted CNI plugin and an edited config file on one
-    worker (the one-pass paths check must notice all three), changes nothing else, and settles."""
+    """A re-run restores a changed binary mode, a corrupted CNI plugin, an edited config file, a live
+    kernel parameter, a line taken out of the /etc/hosts block and a disabled service on one worker (the
+    one-pass checks that let the roles skip their tasks must notice each), changes nothing else, and
+    settles."""
     node = groups["workers"][0]
+    cp = groups["control_plane"][0]
     sh(testbed, node, "chmod 0700 /usr/local/bin/kubectl")
     sh(testbed, node, "printf 'not a plugin' > /opt/cni/bin/loopback")
     sh(testbed, node, "echo 'timeout: 99' >> /etc/crictl.yaml")
+    sh(testbed, node, "sysctl -qw net.ipv4.ip_forward=0")
+    sh(testbed, node, f"sed -i '/^# BEGIN anvil.cluster hosts/,/^# END/{{/ {cp}$/d}}' /etc/hosts")
+    assert f" {cp}\n" not in sh(testbed, node, "cat /etc/hosts")
+    sh(testbed, node, "systemctl disable -q haproxy")
     repair = run_playbook(SITE, inventory=testbed.inventory, extra_vars=base_vars())
     assert repair.rc == 0, repair.stdout[-3000:]
     changed = sorted(
         (t["task"]["name"].split(" : ")[-1], h) for t in repair.tasks for h, r in t["hosts"].items() if r.get("changed")
     )
     assert changed == [
+        ("Add the cluster's hosts to /etc/hosts", node),
+        ("Apply the kernel parameters that differ", node),
         ("Configure crictl (and ctr users) for containerd's CRI socket", node),
         ("Install CNI reference plugins from the mirror", node),
         ("Install Kubernetes binaries from the mirror", node),
+        ("Start the local API load balancer now and at boot", node),
     ], changed
     assert sh(testbed, node, "stat -c %a /usr/local/bin/kubectl").strip() == "755"
     sums = sh(testbed, node, "sha256sum /opt/cni/bin/loopback").split()[0]
     assert sums == VERSIONS["cni-plugins"]["sha256"]["loopback"]
     assert "timeout: 99" not in sh(testbed, node, "cat /etc/crictl.yaml")
+    assert sh(testbed, node, "sysctl -n net.ipv4.ip_forward").strip() == "1"
+    assert f" {cp}\n" in sh(testbed, node, "cat /etc/hosts")
+    assert sh(testbed, node, "systemctl is-enabled haproxy").strip() == "enabled"
     settled = run_playbook(SITE, inventory=testbed.inventory, extra_vars=base_vars())
     assert settled.rc == 0 and settled.changed() == 0, settled.stdout[-3000:]
