@@ -212,7 +212,10 @@ node_changes:
   type: dict
   sample: {"before": {"unschedulable": false, "taints": [], "annotations": {}}, "after": {"unschedulable": true, "taints": [], "annotations": {}}}
 retries:
-  description: Evictions refused (PodDisruptionBudget, rate limit, API error) and retried during the drain.
+  description:
+    - Evictions refused (PodDisruptionBudget, rate limit, API error) and retried during the drain.
+    - An eviction whose budget update conflicts with another write of the budget is retried by the API
+      server itself (about every 500 ms); when the budget allows it by then, the module sees no refusal.
   returned: when a drain ran (not in check mode)
   type: int
   sample: 3

@@ -321,9 +321,12 @@ def test_budget_blocks_until_replacement_is_ready_then_drain_succeeds(kube_api, 
         res = future.result(timeout=180)
     assert not res.get("failed"), res.get("msg")
     assert res["evicted"] == keys(web)
-    # Not asserted: res["retries"] >= 1. In 2 of 7 runs the module reported 0 refused evictions although
-    # the state above (one pod kept on the cordoned node while its peer's replacement was Pending) was
-    # observed; until that is understood the retry count is covered by the unit tests of DrainLoop.
+    # Not asserted: res["retries"] >= 1. When the second eviction's budget update conflicts with another
+    # write of the PDB (the first eviction or the disruption controller), the API server retries it
+    # itself after ~500 ms (EvictionsRetry) and, if the spare node made the replacement Ready by then,
+    # accepts it: the module never sees a 429. Traced on this API server: 4 of 10 runs with concurrent
+    # evictions, 1 of 10 with concurrency=1. The hold itself is asserted above; counting refusals is
+    # unit-tested (DrainLoop).
     assert node_pods(rest, target, ns) == []
     assert {p["spec"].get("nodeName") for p in wait_running(rest, ns, "web", 2)} == {spare}
 
