@@ -324,7 +324,7 @@ def test_budget_blocks_until_replacement_is_ready_then_drain_succeeds(kube_api, 
     # Not asserted: res["retries"] >= 1. When the second eviction's budget update conflicts with another
     # write of the PDB (the first eviction or the disruption controller), the API server retries it
     # itself after ~500 ms (EvictionsRetry) and, if the spare node made the replacement Ready by then,
-    # accepts it: the module never sees a 429. Traced on this API server: 4 of 10 runs with concurrent
+    # accepts it: the module never sees a 429. Traced on this API server: 7 of 18 runs with concurrent
     # evictions, 1 of 10 with concurrency=1. The hold itself is asserted above; counting refusals is
     # unit-tested (DrainLoop).
     assert node_pods(rest, target, ns) == []
