@@ -4,8 +4,8 @@
 """Node maintenance logic: classify a node's pods, plan node changes, run the eviction loop.
 
 Pure logic (no AnsibleModule): pods, nodes and budgets are the plain JSON dicts the API server
-returns. The eviction loop talks to a small client interface (see KubeApi) and takes its clock,
-sleep and parallel-map functions as arguments, so unit tests drive it with fakes.
+returns. The eviction loop talks to a small interface (DrainApi, over the collection's KubeClient)
+and takes its clock, sleep and parallel-map functions as arguments, so unit tests drive it with fakes.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,6 +16,8 @@ import json
 import re
 import threading
 import time
+
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 ANNOTATION_PREFIX = "maintenance.anvil.cluster/"
@@ -38,18 +40,6 @@ REFUSE_HINTS = {
     "emptydir": "uses emptyDir local data: set delete_emptydir_data=true to discard it",
     "daemonset": "managed by a DaemonSet: set ignore_daemonsets=true to leave it running",
 }
-
-
-class KubeError(Exception):
-    """An API error with the fields the drain logic branches on."""
-
-    def __init__(self, status, reason="", message="", details=None, retry_after=None):
-        self.status = status
-        self.reason = reason
-        self.message = message or reason or "HTTP %s" % status
-        self.details = details or {}
-        self.retry_after = retry_after
-        super(KubeError, self).__init__("%s %s: %s" % (status, reason, self.message))
 
 
 def pod_key(pod):
@@ -318,7 +308,7 @@ class DrainLoop(object):
     """Evict (or delete) a node's pods concurrently and wait until each is gone by UID.
 
     api: object with list_node_pods(node, label_selector), evict(namespace, name, uid, grace_period)
-    and delete(namespace, name, uid, grace_period), raising KubeError.
+    and delete(namespace, name, uid, grace_period), raising ApiError.
     """
 
     def __init__(
@@ -375,10 +365,10 @@ class DrainLoop(object):
                 self.api.delete(track.namespace, track.name, track.uid, self.grace_period)
             else:
                 self.api.evict(track.namespace, track.name, track.uid, self.grace_period)
-        except KubeError as err:
+        except ApiError as err:
             return err
         except Exception as err:  # connection errors: transient, retried like a 5xx
-            return KubeError(0, "ConnectionError", str(err))
+            return ApiError(0, "ConnectionError", str(err))
         return None
 
     def _handle(self, track, err, now):
@@ -444,7 +434,7 @@ class DrainLoop(object):
                     return self
             try:
                 self._observe()
-            except KubeError as err:
+            except ApiError as err:
                 if 400 <= err.status < 500 and err.status != 429:
                     raise
                 self.list_errors += 1  # transient (5xx, throttling): look again at the next poll
@@ -489,75 +479,37 @@ class DrainLoop(object):
 # --- API adapter ---------------------------------------------------------------------------------
 
 
-class KubeApi(object):
-    """The few REST calls node maintenance needs, on a kubernetes.client.ApiClient, returning JSON dicts.
+class DrainApi(object):
+    """The calls node maintenance makes, on the collection's KubeClient (k8s.client), as JSON dicts.
 
-    Written against the raw REST layer because the typed client cannot send eviction preconditions
-    as plain JSON cheaply and deserialising every pod into models is slow; counts calls for reporting.
+    Evictions and pod deletions are sent without client-side retries: DrainLoop must see every 429
+    from a PodDisruptionBudget to pace its own retries and report them.
     """
 
-    def __init__(self, api_client, request_timeout=60):
-        self.client = api_client
-        self.request_timeout = request_timeout
-        self.calls = {}
-        self._lock = threading.Lock()
+    def __init__(self, client):
+        self.client = client
 
-    def _count(self, what):
-        with self._lock:
-            self.calls[what] = self.calls.get(what, 0) + 1
-
-    def request(self, method, path, *, query=None, body=None, content_type="application/json", what=None):
-        self._count(what or method)
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        method, url, headers, body, post = self.client.param_serialize(
-            method,
-            path,
-            query_params=list((query or {}).items()),
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        resp = self.client.call_api(method, url, headers, body, post, _request_timeout=self.request_timeout)
-        resp.read()
-        raw = resp.data or b""
-        try:
-            data = json.loads(raw) if raw else None
-        except ValueError:
-            data = None
-        if not 200 <= resp.status <= 299:
-            data = data if isinstance(data, dict) else {}
-            headers = resp.getheaders() or {}
-            raise KubeError(
-                resp.status,
-                data.get("reason") or resp.reason or "",
-                data.get("message") or raw.decode("utf-8", "replace")[:500],
-                data.get("details"),
-                headers.get("Retry-After"),
-            )
-        return data
+    @property
+    def calls(self):
+        return self.client.calls
 
     def get_node(self, name):
-        return self.request("GET", "/api/v1/nodes/" + name, what="get node")
+        node = self.client.get("v1", "Node", name, what="get node")
+        if node is None:
+            raise ApiError(404, "NotFound", 'nodes "%s" not found' % name)
+        return node
 
     def patch_node(self, name, patch):
-        return self.request(
-            "PATCH", "/api/v1/nodes/" + name, body=patch, content_type="application/merge-patch+json", what="patch node"
-        )
+        return self.client.patch("v1", "Node", name, patch, what="patch node")
 
     def list_node_pods(self, node, label_selector=None):
-        query = {"fieldSelector": "spec.nodeName=" + node, "limit": 500}
-        if label_selector:
-            query["labelSelector"] = label_selector
-        items = []
-        while True:
-            data = self.request("GET", "/api/v1/pods", query=query, what="list pods")
-            items.extend(data.get("items") or [])
-            token = (data.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            query["continue"] = token
+        return self.client.list(
+            "v1", "Pod", label_selector=label_selector, field_selector="spec.nodeName=" + node, what="list pods"
+        )
+
+    @staticmethod
+    def _pod(namespace, name):
+        return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}}
 
     @staticmethod
     def _delete_options(uid, grace_period):
@@ -573,19 +525,23 @@ class KubeApi(object):
             "metadata": {"name": name, "namespace": namespace},
             "deleteOptions": self._delete_options(uid, grace_period),
         }
-        return self.request(
-            "POST", "/api/v1/namespaces/%s/pods/%s/eviction" % (namespace, name), body=body, what="create eviction"
+        return self.client.post_subresource(
+            self._pod(namespace, name), "eviction", body, what="create eviction", retry=False
         )
 
     def delete(self, namespace, name, uid, grace_period=None):
-        body = dict(self._delete_options(uid, grace_period), apiVersion="v1", kind="DeleteOptions")
-        return self.request("DELETE", "/api/v1/namespaces/%s/pods/%s" % (namespace, name), body=body, what="delete pod")
+        deleted = self.client.delete(
+            self._pod(namespace, name),
+            propagation=None,
+            options=self._delete_options(uid, grace_period),
+            what="delete pod",
+            retry=False,
+        )
+        if not deleted:
+            raise ApiError(404, "NotFound", 'pods "%s" not found' % name)
 
     def list_pdbs(self, namespace):
-        data = self.request("GET", "/apis/policy/v1/namespaces/%s/poddisruptionbudgets" % namespace, what="list pdbs")
-        return data.get("items") or []
+        return self.client.list("policy/v1", "PodDisruptionBudget", namespace=namespace, what="list pdbs")
 
     def whoami(self):
-        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
-        data = self.request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", body=body, what="whoami")
-        return ((data.get("status") or {}).get("userInfo") or {}).get("username")
+        return self.client.whoami()

@@ -80,15 +80,15 @@ QUANTITY_PARENTS = ("hard", "default", "defaultRequest", "max", "min", "maxLimit
 
 # What a namespace must not hold when it is deleted without force: (kind, api path prefix, plural).
 WORKLOAD_KINDS = (
-    ("Pod", "/api/v1", "pods"),
-    ("PersistentVolumeClaim", "/api/v1", "persistentvolumeclaims"),
-    ("Deployment", "/apis/apps/v1", "deployments"),
-    ("StatefulSet", "/apis/apps/v1", "statefulsets"),
-    ("DaemonSet", "/apis/apps/v1", "daemonsets"),
-    ("ReplicaSet", "/apis/apps/v1", "replicasets"),
-    ("ReplicationController", "/api/v1", "replicationcontrollers"),
-    ("Job", "/apis/batch/v1", "jobs"),
-    ("CronJob", "/apis/batch/v1", "cronjobs"),
+    ("Pod", "v1"),
+    ("PersistentVolumeClaim", "v1"),
+    ("Deployment", "apps/v1"),
+    ("StatefulSet", "apps/v1"),
+    ("DaemonSet", "apps/v1"),
+    ("ReplicaSet", "apps/v1"),
+    ("ReplicationController", "v1"),
+    ("Job", "batch/v1"),
+    ("CronJob", "batch/v1"),
 )
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")

@@ -29,6 +29,8 @@ description:
     C(uncordoned) removes those annotations and the taints this module added, and nothing else.
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
+  - ansible.builtin.action_common_attributes
+  - anvil.cluster.k8s
 options:
   name:
     description: Name of the node.
@@ -111,8 +113,6 @@ options:
     description: How many evictions are sent in parallel.
     type: int
     default: 10
-requirements:
-  - kubernetes >= 24.2.0
 notes:
   - Runs wherever the API server is reachable (a control-plane host or the controller); delegate it there
     when looping over nodes, see C(playbooks/maintenance.yml).
@@ -234,11 +234,9 @@ api_calls:
 import time
 from datetime import datetime, timezone
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
+    DrainApi,
     DrainLoop,
-    KubeApi,
-    KubeError,
     budgets_for,
     node_view,
     normalize_taints,
@@ -246,18 +244,13 @@ from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     plan_node,
     plan_pods,
     refusal_message,
-    threaded_map,
 )
-from ansible_collections.anvil.cluster.plugins.module_utils.k8s_connection import (
-    api_client,
-    connection_argspec,
-    require_kubernetes,
-)
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.module import KubeModule, ModuleFailure
 
 
 def argument_spec():
-    spec = connection_argspec()
-    spec.update(
+    return dict(
         name=dict(type="str", required=True),
         state=dict(type="str", required=True, choices=["cordoned", "drained", "uncordoned"]),
         timeout=dict(type="int", default=300),
@@ -281,7 +274,6 @@ def argument_spec():
         uncordon_on_failure=dict(type="bool", default=False),
         concurrency=dict(type="int", default=10),
     )
-    return spec
 
 
 class Maintenance(object):
@@ -293,17 +285,13 @@ class Maintenance(object):
         self.api = None
         self.node_changed = False
 
-    def finish(self, failed_msg=None):
-        self.result["duration"] = round(time.monotonic() - self.started, 3)
-        calls = dict(self.api.calls) if self.api else {}
-        calls["total"] = sum(calls.values())
-        self.result["api_calls"] = calls
-        if failed_msg:
-            self.module.fail_json(msg=failed_msg, **self.result)
-        self.module.exit_json(**self.result)
-
-    def fail(self, msg):
-        self.finish(failed_msg=msg)
+    def report(self):
+        """Fields every result has, also a failed one: duration and API requests by kind."""
+        return dict(
+            self.result,
+            duration=round(time.monotonic() - self.started, 3),
+            api_calls=self.api.client.report() if self.api else {"total": 0},
+        )
 
     def validate(self):
         p = self.params
@@ -319,34 +307,31 @@ class Maintenance(object):
         self.taints, taint_errors = normalize_taints(p["taints"])
         errors.extend(taint_errors)
         if errors:
-            self.fail("Invalid options: " + "; ".join(errors))
+            raise ModuleFailure("Invalid options: " + "; ".join(errors))
 
     def connect(self):
-        try:
-            client = api_client(self.params)
-            # One connection per concurrent eviction, instead of urllib3 discarding extra ones.
-            cfg = client.configuration
-            if (cfg.connection_pool_maxsize or 0) < self.params["concurrency"]:
-                import kubernetes
+        self.api = DrainApi(self.module.client(concurrency=self.params["concurrency"]))
 
-                cfg.connection_pool_maxsize = self.params["concurrency"]
-                client = kubernetes.client.ApiClient(configuration=cfg)
-        except Exception as err:
-            self.fail("Cannot build a Kubernetes client from the connection options (kubeconfig, host, ...): %s" % err)
-        self.api = KubeApi(client)
+    def parallel(self, func, items):
+        """A bounded parallel map for DrainLoop (its calls capture their own errors)."""
+        return [result for _item, result, _error in self.api.client.map(func, items)]
+
+    @staticmethod
+    def failure(msg):
+        raise ModuleFailure(msg)
 
     def read_node(self):
         name = self.params["name"]
         try:
             return self.api.get_node(name)
-        except KubeError as err:
+        except ApiError as err:
             if err.status == 404:
-                self.fail(
+                self.failure(
                     "Node %r not found: check the name (kubectl get nodes) or the node_name host variable." % name
                 )
-            self.fail("Cannot read node %s: %s" % (name, err))
-        except Exception as err:
-            self.fail("Cannot reach the Kubernetes API server to read node %s: %s" % (name, err))
+            if err.status == 0:
+                self.failure("Cannot reach the Kubernetes API server to read node %s: %s" % (name, err.message))
+            self.failure("Cannot read node %s: %s" % (name, err))
 
     def requested_by(self):
         if self.params["requested_by"]:
@@ -373,7 +358,7 @@ class Maintenance(object):
                 )
             self.result["node_changes"] = dict(before=before, after=after)
             self.result["unschedulable"] = after["unschedulable"]
-            if self.module._diff:
+            if self.module.want_diff:
                 self.result["diff"] = dict(before=before, after=after)
             if patch is None:
                 return node
@@ -384,21 +369,16 @@ class Maintenance(object):
                 node = self.api.patch_node(name, patch)
                 self.node_changed = True
                 return node
-            except KubeError as err:
+            except ApiError as err:
                 if err.status != 409:
-                    self.fail("Cannot update node %s: %s" % (name, err))
+                    self.failure("Cannot update node %s: %s" % (name, err))
                 node = self.read_node()
-        self.fail("Node %s kept changing while this module tried to update it (5 conflicts); retry." % name)
+        self.failure("Node %s kept changing while this module tried to update it (5 conflicts); retry." % name)
 
     def pdbs_for(self, pods):
-        def list_pdbs(ns):
-            try:
-                return self.api.list_pdbs(ns)
-            except KubeError:
-                return []
-
         namespaces = sorted(set(p["metadata"]["namespace"] for p in pods))
-        by_ns = dict(zip(namespaces, threaded_map(self.params["concurrency"])(list_pdbs, namespaces)))
+        found = self.api.client.map(self.api.list_pdbs, namespaces)
+        by_ns = dict((ns, pdbs if error is None else []) for ns, pdbs, error in found)
         seen = {}
         for pod in pods:
             for pdb in budgets_for(pod, by_ns.get(pod["metadata"]["namespace"], [])):
@@ -412,23 +392,23 @@ class Maintenance(object):
         deadline = self.started + p["timeout"] if p["timeout"] else None
         try:
             pods = self.api.list_node_pods(name, p["pod_selector"])
-        except KubeError as err:
+        except ApiError as err:
             if err.status == 400 and p["pod_selector"]:
-                self.fail("pod_selector %r is not a valid label selector: %s" % (p["pod_selector"], err.message))
-            self.fail("Cannot list the pods of node %s: %s" % (name, err))
+                self.failure("pod_selector %r is not a valid label selector: %s" % (p["pod_selector"], err.message))
+            self.failure("Cannot list the pods of node %s: %s" % (name, err))
         plan = plan_pods(pods, p["force"], p["ignore_daemonsets"], p["delete_emptydir_data"])
         self.result["plan"] = plan
         self.result["evicted"] = []
         self.result["skipped_pods"] = [dict(pod=e["pod"], reason=e["reason"]) for e in plan["skip"]]
         if plan["refuse"]:
             self.result["refused"] = [dict(pod=e["pod"], reason=e["reason"]) for e in plan["refuse"]]
-            self.fail(refusal_message(name, plan["refuse"]))
+            self.failure(refusal_message(name, plan["refuse"]))
         self.converge_node(node, "drained")
         if self.module.check_mode:
             to_evict = set(e["uid"] for e in plan["evict"])
             _by_ns, self.result["pdbs"] = self.pdbs_for([x for x in pods if x["metadata"]["uid"] in to_evict])
             self.result["changed"] = self.result["changed"] or bool(plan["evict"])
-            self.finish()
+            return
         loop = DrainLoop(
             self.api,
             name,
@@ -440,7 +420,7 @@ class Maintenance(object):
             ignore_daemonsets=p["ignore_daemonsets"],
             delete_emptydir_data=p["delete_emptydir_data"],
             deadline=deadline,
-            parallel=threaded_map(p["concurrency"]),
+            parallel=self.parallel,
         )
         try:
             loop.run()
@@ -482,8 +462,7 @@ class Maintenance(object):
                 msg += " The node was uncordoned (uncordon_on_failure)."
             else:
                 msg += " The node stays cordoned."
-            self.fail(msg)
-        self.finish()
+            self.failure(msg)
 
     def run(self):
         self.validate()
@@ -492,14 +471,15 @@ class Maintenance(object):
         state = self.params["state"]
         if state == "drained":
             self.drain(node)
-        self.converge_node(node, state)
-        self.finish()
+        else:
+            self.converge_node(node, state)
+        return {}
 
 
 def main():
-    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
-    require_kubernetes(module)
-    Maintenance(module).run()
+    module = KubeModule(argument_spec())
+    maintenance = Maintenance(module)
+    module.run(maintenance.run, always=maintenance.report)
 
 
 if __name__ == "__main__":

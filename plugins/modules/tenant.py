@@ -261,8 +261,8 @@ options:
     default: 300
 extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
-requirements:
-  - kubernetes >= 24.2.0 (Python client)
+  - ansible.builtin.action_common_attributes
+  - anvil.cluster.k8s
   - kubernetes.core collection
 notes:
   - Supports check mode (server-side dry run) and diff mode.
@@ -397,18 +397,10 @@ diff:
 
 import time
 
-from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.anvil.cluster.plugins.module_utils.k8s_connection import (
-    api_client,
-    connection_argspec,
-    require_kubernetes,
-)
-from ansible_collections.anvil.cluster.plugins.module_utils.reconcile import (
-    ApiError,
-    KubeRest,
-    clean_for_diff,
-    execute,
-)
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.module import KubeModule, ModuleFailure
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.waiter import wait_until
+from ansible_collections.anvil.cluster.plugins.module_utils.reconcile import clean_for_diff, execute
 from ansible_collections.anvil.cluster.plugins.module_utils.tenant_spec import (
     LABEL_MANAGED_BY,
     LABEL_TENANT,
@@ -479,7 +471,6 @@ def argument_spec():
         "wait": {"type": "bool", "default": False},
         "wait_timeout": {"type": "int", "default": 300},
     }
-    spec.update(connection_argspec())
     return spec
 
 
@@ -525,13 +516,12 @@ def read_cluster(rest, specs, single):
 
 def namespace_contents(rest, names):
     """{namespace: ["Kind/name", ...]} for workloads and PVCs in the given namespaces (first 20 per kind)."""
-    queries = [(ns, kind, prefix, plural) for ns in names for kind, prefix, plural in WORKLOAD_KINDS]
+    queries = [(ns, kind, api_version) for ns in names for kind, api_version in WORKLOAD_KINDS]
 
     def inspect(query):
-        namespace, kind, prefix, plural = query
-        path = "%s/namespaces/%s/%s" % (prefix, namespace, plural)
-        page = rest.request("GET", path, {"limit": 20})
-        return ["%s/%s" % (kind, item["metadata"]["name"]) for item in page.get("items") or []]
+        namespace, kind, api_version = query
+        found = rest.list(api_version, kind, namespace=namespace, limit=20)
+        return ["%s/%s" % (kind, item["metadata"]["name"]) for item in found]
 
     contents = {}
     for query, found, error in rest.map(inspect, queries):
@@ -543,15 +533,13 @@ def namespace_contents(rest, names):
 
 
 def wait_for_deletion(rest, names, timeout):
-    deadline = time.monotonic() + timeout
-    remaining = list(names)
-    while remaining:
-        found = rest.map(lambda n: rest.get("v1", "Namespace", n), remaining)
-        remaining = [name for name, obj, error in found if obj is not None or error is not None]
-        if not remaining or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    return remaining
+    """Namespaces still present (or unreadable) after ``timeout`` seconds; [] once all are gone."""
+
+    def still_present(pending):
+        found = rest.map(lambda n: rest.get("v1", "Namespace", n), pending)
+        return [name for name, obj, error in found if obj is not None or error is not None]
+
+    return wait_until(names, still_present, time.monotonic() + timeout)
 
 
 def summarize(plan, outcomes, want_diff):
@@ -596,29 +584,21 @@ def summarize(plan, outcomes, want_diff):
     return tenants, [diffs[t["name"]] for t in plan["tenants"] if t["name"] in diffs]
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=argument_spec(),
-        supports_check_mode=True,
-        # namespaces and members describe one tenant: with `tenants` they belong in each entry.
-        mutually_exclusive=[("name", "tenants"), ("namespaces", "tenants"), ("members", "tenants")],
-        required_one_of=[("name", "tenants")],
-    )
-    require_kubernetes(module)
+def run(module):
     params = _clean_params(module.params)
     single = module.params["tenants"] is None
     if not single and not module.params["tenants"]:
         if module.params["prune"]:
             # An empty or mistyped inventory variable must not wipe every tenant of the cluster.
-            module.fail_json(msg="prune with an empty tenants list would remove every tenant; refusing")
-        module.exit_json(changed=False, tenants=[], stats={"created": 0, "updated": 0, "deleted": 0, "api_requests": 0})
+            raise ModuleFailure("prune with an empty tenants list would remove every tenant; refusing")
+        return {"changed": False, "tenants": [], "stats": {"created": 0, "updated": 0, "deleted": 0, "api_requests": 0}}
     try:
         specs = normalize_tenants(params)
     except TenantSpecError as exc:
-        module.fail_json(msg="Invalid tenant input: %s" % exc, errors=exc.errors)
+        raise ModuleFailure("Invalid tenant input: %s" % exc, errors=exc.errors) from exc
 
+    rest = module.client(concurrency=module.params["concurrency"])
     try:
-        rest = KubeRest(api_client(module.params), concurrency=module.params["concurrency"])
         namespaces, objects = read_cluster(rest, specs, single)
         plan = plan_tenants(
             specs, namespaces, objects, prune=module.params["prune"] and not single, prune_force=module.params["force"]
@@ -630,21 +610,21 @@ def main():
             blocked_errors, blocked = blocked_namespace_errors(plan, namespace_contents(rest, to_inspect))
             errors.extend(blocked_errors)
     except ApiError as exc:
-        module.fail_json(msg="Reading the cluster failed: %s (%s)" % (exc, exc.path), status=exc.status)
+        raise ModuleFailure("Reading the cluster failed: %s (%s)" % (exc, exc.path), status=exc.status) from exc
     if errors:
-        module.fail_json(msg="Nothing was changed: %s" % "; ".join(errors), errors=errors, blocked=blocked)
+        raise ModuleFailure("Nothing was changed: %s" % "; ".join(errors), errors=errors, blocked=blocked)
 
     actions = [action for tenant in plan["tenants"] for action in tenant["actions"]]
     new_namespaces = [a["key"][2] for a in actions if a["key"][0] == "Namespace" and a["action"] == "create"]
     outcomes = execute(rest, actions, MANAGER, check_mode=module.check_mode, new_namespaces=new_namespaces)
-    tenants, diffs = summarize(plan, outcomes, module._diff)
+    tenants, diffs = summarize(plan, outcomes, module.want_diff)
 
     result = {"changed": any(not o["error"] for o in outcomes), "tenants": tenants}
     result["stats"] = {
         "created": sum(len(t["created"]) for t in tenants),
         "updated": sum(len(t["updated"]) for t in tenants),
         "deleted": sum(len(t["deleted"]) for t in tenants),
-        "api_requests": rest.calls,
+        "api_requests": rest.total,
     }
     if single:
         for key in ("created", "updated", "deleted"):
@@ -653,17 +633,26 @@ def main():
         result["diff"] = diffs
     failures = ["%s: %s" % (f["ref"], f["error"]) for t in tenants for f in t["failed"]]
     if failures:
-        module.fail_json(msg="Some changes failed: %s" % "; ".join(failures), **result)
+        raise ModuleFailure("Some changes failed: %s" % "; ".join(failures), **result)
     deleted_namespaces = [o["key"][2] for o in outcomes if o["action"] == "delete" and o["key"][0] == "Namespace"]
     if module.params["wait"] and deleted_namespaces and not module.check_mode:
         remaining = wait_for_deletion(rest, deleted_namespaces, module.params["wait_timeout"])
         if remaining:
-            module.fail_json(
-                msg="Namespaces still terminating after %ss: %s"
-                % (module.params["wait_timeout"], ", ".join(remaining)),
+            raise ModuleFailure(
+                "Namespaces still terminating after %ss: %s" % (module.params["wait_timeout"], ", ".join(remaining)),
                 **result,
             )
-    module.exit_json(**result)
+    return result
+
+
+def main():
+    module = KubeModule(
+        argument_spec(),
+        # namespaces and members describe one tenant: with `tenants` they belong in each entry.
+        mutually_exclusive=[("name", "tenants"), ("namespaces", "tenants"), ("members", "tenants")],
+        required_one_of=[("name", "tenants")],
+    )
+    module.run(lambda: run(module))
 
 
 if __name__ == "__main__":

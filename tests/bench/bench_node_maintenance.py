@@ -40,7 +40,8 @@ from tests.helpers.ansible import COLLECTIONS_DIR, ensure_collection_link, run_p
 ensure_collection_link()
 sys.path.insert(0, str(COLLECTIONS_DIR))
 
-from ansible_collections.anvil.cluster.plugins.module_utils.drain import KubeApi, KubeError, plan_pods
+from ansible_collections.anvil.cluster.plugins.module_utils.drain import DrainApi, plan_pods
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError, KubeClient
 
 from tools import kube_api as kapi
 
@@ -110,7 +111,7 @@ def wait_for(what, cond, timeout=600.0, interval=0.5):
 
 
 class Runner:
-    def __init__(self, rest: KubeApi, kubeconfig: str, workdir: Path):
+    def __init__(self, rest: DrainApi, kubeconfig: str, workdir: Path):
         self.rest = rest
         self.kubeconfig = kubeconfig
         self.workdir = workdir
@@ -149,10 +150,10 @@ class Runner:
 
 def ensure_namespace(rest, name):
     try:
-        rest.request(
+        rest.client.request(
             "POST", "/api/v1/namespaces", body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
         )
-    except KubeError as err:
+    except ApiError as err:
         if err.status != 409:
             raise
     wait_for(
@@ -162,9 +163,9 @@ def ensure_namespace(rest, name):
 
 def _exists(rest, path):
     try:
-        rest.request("GET", path)
+        rest.client.request("GET", path)
         return True
-    except KubeError as err:
+    except ApiError as err:
         if err.status == 404:
             return False
         raise
@@ -202,18 +203,20 @@ def deploy_on(rest, ns, name, node, replicas):
             },
         },
     }
-    rest.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=body)
+    rest.client.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=body)
     wait_for(f"{replicas} pods of {name} Running on {node}", lambda: len(running_on(rest, node, ns)) >= replicas)
 
 
 def remove_deployment(rest, ns, name):
-    rest.request(
+    rest.client.request(
         "DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", body={"propagationPolicy": "Foreground"}
     )
     wait_for(
         f"pods of {name} gone",
         lambda: (
-            not rest.request("GET", f"/api/v1/namespaces/{ns}/pods", query={"labelSelector": f"app={name}"})["items"]
+            not rest.client.request("GET", f"/api/v1/namespaces/{ns}/pods", query={"labelSelector": f"app={name}"})[
+                "items"
+            ]
         ),
     )
 
@@ -233,7 +236,7 @@ def load_cluster(rest, nodes, pods, namespaces=10):
         ensure_namespace(rest, f"{BENCH_NS}-load-{i}")
     existing = 0
     for i in range(namespaces):
-        data = rest.request("GET", f"/api/v1/namespaces/{BENCH_NS}-load-{i}/pods", query={"limit": 1})
+        data = rest.client.request("GET", f"/api/v1/namespaces/{BENCH_NS}-load-{i}/pods", query={"limit": 1})
         existing += len(data["items"]) + int(data["metadata"].get("remainingItemCount") or 0)
     if existing >= pods * 0.99:  # a previous run (--keep) already loaded it; drains removed a few
         log(f"cluster already holds {existing} load pods")
@@ -244,9 +247,9 @@ def load_cluster(rest, nodes, pods, namespaces=10):
         node = nodes[index % len(nodes)]
         for attempt in range(5):
             try:
-                rest.request("POST", f"/api/v1/namespaces/{ns}/pods", body=bare_pod(f"load-{index}", node))
+                rest.client.request("POST", f"/api/v1/namespaces/{ns}/pods", body=bare_pod(f"load-{index}", node))
                 return
-            except KubeError as err:
+            except ApiError as err:
                 if err.status == 409:
                     return
                 if attempt == 4 or err.status not in (0, 429, 500, 503, 504):
@@ -351,7 +354,7 @@ def count_pods(rest, field_selector=None):
         query["fieldSelector"] = field_selector
     count = 0
     while True:
-        data = rest.request("GET", "/api/v1/pods", query=query)
+        data = rest.client.request("GET", "/api/v1/pods", query=query)
         count += len(data["items"])
         if field_selector is None:
             return count + int(data["metadata"].get("remainingItemCount") or 0)
@@ -422,7 +425,7 @@ def main():
     else:
         kapi.up(INSTANCE, args.nodes, timeout=300)
     log(f"API with {args.nodes} Ready nodes in {time.monotonic() - t0:.0f}s")
-    rest = KubeApi(kapi.api_client(INSTANCE.admin_kubeconfig))
+    rest = DrainApi(KubeClient(kapi.api_client(INSTANCE.admin_kubeconfig)))
     nodes = [kapi.node_name(i) for i in range(args.nodes)]
     print(f"== node_maintenance benchmark ({args.nodes} kwok nodes; every run is one ansible-playbook)", flush=True)
     try:

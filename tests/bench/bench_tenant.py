@@ -110,9 +110,9 @@ def count_objects(kubeconfig: str, prefix: str) -> int:
         "/apis/rbac.authorization.k8s.io/v1/rolebindings",
         "/apis/networking.k8s.io/v1/networkpolicies",
     ]
-    from ansible_collections.anvil.cluster.plugins.module_utils.reconcile import KubeRest
+    from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import KubeClient
 
-    rest = KubeRest(client)
+    rest = KubeClient(client)
     for path in paths:
         cont = None
         while True:

@@ -28,9 +28,9 @@ from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     ANN_REASON,
     ANN_SINCE,
     ANN_TAINTS,
-    KubeApi,
-    KubeError,
+    DrainApi,
 )
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError, KubeClient
 
 from tools.kube_api import node_manifest, node_ready
 
@@ -60,7 +60,7 @@ def ns(namespace):
 
 @pytest.fixture
 def rest(kube_api):
-    return KubeApi(kube_api.api_client())
+    return DrainApi(KubeClient(kube_api.api_client()))
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def nodes(kube_api, rest):
     def make(count=1):
         names = [f"{group}-{len(created) + i}" for i in range(count)]
         for name in names:
-            rest.request("POST", "/api/v1/nodes", body=node_manifest(name, POOL, {GROUP_LABEL: group}, [TAINT]))
+            rest.client.request("POST", "/api/v1/nodes", body=node_manifest(name, POOL, {GROUP_LABEL: group}, [TAINT]))
             created.append(name)
         wait_for(f"nodes {names} Ready", lambda: all(node_ready(rest.get_node(n)) for n in names))
         return names
@@ -81,8 +81,8 @@ def nodes(kube_api, rest):
     yield make
     for name in created:
         try:
-            rest.request("DELETE", f"/api/v1/nodes/{name}")
-        except KubeError as err:
+            rest.client.request("DELETE", f"/api/v1/nodes/{name}")
+        except ApiError as err:
             if err.status != 404:
                 raise
 
@@ -122,11 +122,11 @@ def create(rest, ns, kind, name, group, *, replicas=1, **template_kwargs):
             "metadata": {"name": name, "labels": labels},
             "spec": template["spec"],
         }
-        return rest.request("POST", f"/api/v1/namespaces/{ns}/pods", body=obj)
+        return rest.client.request("POST", f"/api/v1/namespaces/{ns}/pods", body=obj)
     api = "batch/v1" if kind == "Job" else "apps/v1"
     body["template"] = template
     obj = {"apiVersion": api, "kind": kind, "metadata": {"name": name}, "spec": body}
-    return rest.request("POST", path % ns, body=obj)
+    return rest.client.request("POST", path % ns, body=obj)
 
 
 def create_pdb(rest, ns, name, app, **spec):
@@ -136,10 +136,10 @@ def create_pdb(rest, ns, name, app, **spec):
         "metadata": {"name": name},
         "spec": dict(spec, selector={"matchLabels": {"app": app}}),
     }
-    rest.request("POST", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", body=body)
+    rest.client.request("POST", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets", body=body)
 
     def observed():
-        pdb = rest.request("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}")
+        pdb = rest.client.request("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}")
         status = pdb.get("status") or {}
         return status.get("observedGeneration") == pdb["metadata"]["generation"] and status.get("expectedPods")
 
@@ -147,7 +147,7 @@ def create_pdb(rest, ns, name, app, **spec):
 
 
 def pdb_allows(rest, ns, name):
-    pdb = rest.request("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}")
+    pdb = rest.client.request("GET", f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{name}")
     status = pdb.get("status") or {}
     if status.get("currentHealthy") != status.get("expectedPods"):
         return None  # the controller has not yet counted every pod as healthy
@@ -156,7 +156,7 @@ def pdb_allows(rest, ns, name):
 
 def pods(rest, ns, app=None):
     query = {"labelSelector": f"app={app}"} if app else {}
-    return rest.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
+    return rest.client.request("GET", f"/api/v1/namespaces/{ns}/pods", query=query)["items"]
 
 
 def node_pods(rest, node, ns):

@@ -12,7 +12,6 @@ from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     ANN_SINCE,
     ANN_TAINTS,
     DrainLoop,
-    KubeError,
     blocking_pdb_from_error,
     classify_pod,
     normalize_taints,
@@ -21,6 +20,7 @@ from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     refusal_message,
     selector_matches,
 )
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError
 
 
 def pod(name, *, ns="app", uid=None, owner="ReplicaSet", phase="Running", volumes=None, labels=None, **meta):
@@ -157,7 +157,7 @@ def test_selector_matches():
 
 
 def test_blocking_pdb_named_from_eviction_refusal():
-    err = KubeError(
+    err = ApiError(
         429,
         "TooManyRequests",
         "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -171,7 +171,7 @@ def test_blocking_pdb_named_from_eviction_refusal():
         },
     )
     assert blocking_pdb_from_error(err, "shop") == "shop/web-pdb"
-    assert blocking_pdb_from_error(KubeError(429, "TooManyRequests", "slow down"), "shop") is None
+    assert blocking_pdb_from_error(ApiError(429, "TooManyRequests", "slow down"), "shop") is None
 
 
 # --- eviction loop ------------------------------------------------------------------------------
@@ -199,7 +199,7 @@ class FakeApi:
         self.clock = clock
         self.refuse_until = refuse_until or {}  # uid -> time until which evictions get 429
         self.lag = lag
-        self.errors = errors or {}  # uid -> KubeError raised on eviction
+        self.errors = errors or {}  # uid -> ApiError raised on eviction
         self.accepted = {}  # uid -> lists left before the pod is gone
         self.calls = []
         self.lists = 0
@@ -210,9 +210,9 @@ class FakeApi:
         if uid in self.errors:
             raise self.errors[uid]
         if uid not in self.pods:
-            raise KubeError(404, "NotFound", "pods not found")
+            raise ApiError(404, "NotFound", "pods not found")
         if self.clock() < self.refuse_until.get(uid, 0):
-            raise KubeError(
+            raise ApiError(
                 429,
                 "TooManyRequests",
                 "Cannot evict pod as it would violate the pod's disruption budget.",
@@ -299,7 +299,7 @@ def test_budget_that_never_allows_times_out_with_blocker_named():
 def test_blocked_names_budget_from_listing_when_error_did_not():
     clock = FakeClock()
     p = pod("web-1", labels={"app": "web"})
-    api = FakeApi([p], clock, errors={"uid-web-1": KubeError(429, "TooManyRequests", "Too many requests")})
+    api = FakeApi([p], clock, errors={"uid-web-1": ApiError(429, "TooManyRequests", "Too many requests")})
     loop = make_loop(api, clock, [p], timeout=5).run()
     assert loop.timed_out
     pdbs = {
@@ -334,7 +334,7 @@ def test_replacement_pod_on_same_node_is_a_new_pod_and_uid_precondition_conflict
 def test_conflict_on_uid_precondition_means_replaced():
     clock = FakeClock()
     p = pod("db-0", owner="StatefulSet")
-    err = KubeError(409, "Conflict", "Precondition failed: UID in precondition: a, UID in object meta: b")
+    err = ApiError(409, "Conflict", "Precondition failed: UID in precondition: a, UID in object meta: b")
     api = FakeApi([p], clock, errors={"uid-db-0": err})
     api.pods.clear()
     loop = make_loop(api, clock, [p]).run()
@@ -344,7 +344,7 @@ def test_conflict_on_uid_precondition_means_replaced():
 def test_forbidden_is_fatal_and_says_which_permission():
     clock = FakeClock()
     p = pod("web-1")
-    api = FakeApi([p], clock, errors={"uid-web-1": KubeError(403, "Forbidden", "cannot create pods/eviction")})
+    api = FakeApi([p], clock, errors={"uid-web-1": ApiError(403, "Forbidden", "cannot create pods/eviction")})
     loop = make_loop(api, clock, [p]).run()
     assert "pods/eviction" in loop.error and not loop.timed_out
 
@@ -353,7 +353,7 @@ def test_server_errors_are_retried():
     clock = FakeClock()
     p = pod("web-1")
     api = FakeApi([p], clock)
-    failures = [KubeError(503, "ServiceUnavailable", "etcd leader changed")]
+    failures = [ApiError(503, "ServiceUnavailable", "etcd leader changed")]
     original = api.evict
 
     def flaky(*args):
@@ -420,7 +420,7 @@ def test_transient_list_errors_do_not_abort_the_drain():
     clock = FakeClock()
     p = pod("web-1")
     api = FakeApi([p], clock)
-    failures = [KubeError(503, "ServiceUnavailable", "etcd"), ConnectionError("reset")]
+    failures = [ApiError(503, "ServiceUnavailable", "etcd"), ConnectionError("reset")]
     original = api.list_node_pods
 
     def flaky(*args):
@@ -439,8 +439,8 @@ def test_client_error_while_listing_is_raised():
     api = FakeApi([p], clock)
 
     def forbidden(*args):
-        raise KubeError(403, "Forbidden", "cannot list pods")
+        raise ApiError(403, "Forbidden", "cannot list pods")
 
     api.list_node_pods = forbidden
-    with pytest.raises(KubeError):
+    with pytest.raises(ApiError):
         make_loop(api, clock, [p]).run()

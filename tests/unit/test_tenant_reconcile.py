@@ -2,14 +2,12 @@
 
 import threading
 
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError
 from ansible_collections.anvil.cluster.plugins.module_utils.reconcile import (
-    ApiError,
     clean_for_diff,
-    collection_path,
     execute,
     is_subset,
     needs_update,
-    object_path,
     object_ref,
     owned_paths,
     stale_paths,
@@ -18,16 +16,12 @@ from ansible_collections.anvil.cluster.plugins.module_utils.reconcile import (
 QP = ("hard", "max", "default")
 
 
-def test_paths():
-    assert collection_path("v1", "Namespace") == "/api/v1/namespaces"
-    assert collection_path("v1", "ResourceQuota", "a") == "/api/v1/namespaces/a/resourcequotas"
-    assert collection_path("networking.k8s.io/v1", "NetworkPolicy") == "/apis/networking.k8s.io/v1/networkpolicies"
+def test_refs():
     rb = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {"name": "x", "namespace": "n"},
     }
-    assert object_path(rb) == "/apis/rbac.authorization.k8s.io/v1/namespaces/n/rolebindings/x"
     assert object_ref(rb) == "RoleBinding/n/x"
     assert object_ref({"kind": "Namespace", "metadata": {"name": "n"}}) == "Namespace/n"
 
