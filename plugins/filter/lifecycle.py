@@ -7,47 +7,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-DOCUMENTATION = r"""
-name: lifecycle_removal_plan
-short_description: Decide whether control planes may leave without losing etcd quorum
-version_added: 0.1.0
-description:
-  - Returns C(ok), C(problems) (why a removal is refused), C(warnings) and C(steps) (etcd members to
-    remove, in order) for removing the control planes in O(removing).
-  - Also provides C(lifecycle_etcd_members) (normalise an etcd member list), C(lifecycle_etcd_health) (members with
-    their health from /health probe results), C(lifecycle_classify)
-    (new hosts versus hosts already in the cluster), C(lifecycle_control_planes) (control-plane node
-    names from Node objects) and C(lifecycle_reset_plan) (what a reset removes from a host).
-positional: members, removing
-options:
-  _input:
-    description: Names of the cluster's control-plane nodes.
-    type: list
-    elements: str
-    required: true
-  members:
-    description: etcd members (C(name), C(id), C(healthy), C(is_learner)).
-    type: list
-    elements: dict
-    required: true
-  removing:
-    description: Control-plane node names to remove, in order.
-    type: list
-    elements: str
-    required: true
-"""
-
-EXAMPLES = r"""
-- name: Decide
-  ansible.builtin.set_fact:
-    plan: "{{ ['cp1', 'cp2', 'cp3'] | anvil.cluster.lifecycle_removal_plan(members, ['cp1']) }}"
-"""
-
-RETURN = r"""
-_value:
-  description: The plan (ok, problems, warnings, steps).
-  type: dict
-"""
+# This file provides several filters, so each one is documented in its own sidecar file,
+# plugins/filter/<filter name>.yml: ansible-doc reads a sidecar only when the Python file has
+# no DOCUMENTATION of its own.
 
 from ansible_collections.anvil.cluster.plugins.module_utils.lifecycle import (
     classify_hosts,

@@ -399,12 +399,16 @@ class Release:
             except ApiError as exc:
                 raise ModuleFailure("applying %s failed: %s" % (plan.ref_text(desired), exc)) from exc
             applied.append(desired)
-        for obj, _live in prunes:
+        self.delete_all(obj for obj, _live in prunes)
+        return applied
+
+    def delete_all(self, objects):
+        """Delete in the given order; raises ModuleFailure on the first API error."""
+        for obj in objects:
             try:
                 self.delete(obj)
             except ApiError as exc:
                 raise ModuleFailure("deleting %s failed: %s" % (plan.ref_text(obj), exc)) from exc
-        return applied
 
     def wait_ready(self, objects, deadline):
         last = {}
@@ -642,11 +646,7 @@ class Release:
         if self.check:
             return self.finish()
         self.recover_stale(stale)
-        for obj, _live in doomed:
-            try:
-                self.delete(obj)
-            except ApiError as exc:
-                raise ModuleFailure("deleting %s failed: %s" % (plan.ref_text(obj), exc)) from exc
+        self.delete_all(obj for obj, _live in doomed)
         if self.params["wait"]:
             self.wait_gone([o for o, _l in doomed], time.monotonic() + self.params["timeout"])
         if self.params["keep_history"]:

@@ -80,7 +80,7 @@ options:
         a missing I(default_request) takes the default limit, then I(min)), and the bounds are checked
         (min <= default_request <= default_limit <= max, ratio >= 1 and <= max/min).
     type: dict
-    suboptions:
+    suboptions: &limits_options
       default_request:
         description: Requests given to containers that set none.
         type: dict
@@ -104,7 +104,7 @@ options:
         binds the ClusterRole of the same name; a member's role change moves it between bindings.
     type: list
     elements: dict
-    suboptions:
+    suboptions: &member_options
       kind:
         description: Subject kind.
         type: str
@@ -183,44 +183,12 @@ options:
       limits:
         description: As the top-level I(limits).
         type: dict
-        suboptions:
-          default_request:
-            description: Requests given to containers that set none.
-            type: dict
-          default_limit:
-            description: Limits given to containers that set none.
-            type: dict
-          max:
-            description: Largest limit a container may set.
-            type: dict
-          min:
-            description: Smallest request a container may set.
-            type: dict
-          max_limit_request_ratio:
-            description: Largest allowed limit/request ratio per resource.
-            type: dict
+        suboptions: *limits_options
       members:
         description: As the top-level I(members).
         type: list
         elements: dict
-        suboptions:
-          kind:
-            description: Subject kind.
-            type: str
-            choices: [User, Group, ServiceAccount]
-            default: User
-          name:
-            description: User, group or service account name.
-            type: str
-            required: true
-          namespace:
-            description: Namespace of a C(ServiceAccount) member.
-            type: str
-          role:
-            description: Role of the member.
-            type: str
-            required: true
-            choices: [admin, edit, view]
+        suboptions: *member_options
       network_isolation:
         description: As the top-level I(network_isolation).
         type: bool
@@ -263,9 +231,9 @@ extends_documentation_fragment:
   - kubernetes.core.k8s_auth_options
   - ansible.builtin.action_common_attributes
   - anvil.cluster.k8s
-  - kubernetes.core collection
 notes:
-  - Supports check mode (server-side dry run) and diff mode.
+  - Check mode uses the API server's dry run (except inside namespaces that do not exist yet, whose objects are
+    rendered locally).
   - Objects are written with server-side apply as field manager C(anvil.cluster.tenant), with I(force), so
     the module's spec wins over manual edits of the fields it manages.
 seealso:
@@ -423,54 +391,51 @@ GET_NAMESPACES_MAX = 50
 
 
 def _limits_options():
-    return dict(
-        (key, {"type": "dict"}) for key in ("default_request", "default_limit", "max", "min", "max_limit_request_ratio")
-    )
+    keys = ("default_request", "default_limit", "max", "min", "max_limit_request_ratio")
+    return dict((key, dict(type="dict")) for key in keys)
 
 
 def _member_options():
-    return {
-        "kind": {"type": "str", "choices": ["User", "Group", "ServiceAccount"], "default": "User"},
-        "name": {"type": "str", "required": True},
-        "namespace": {"type": "str"},
-        "role": {"type": "str", "required": True, "choices": ["admin", "edit", "view"]},
-    }
+    return dict(
+        kind=dict(type="str", choices=["User", "Group", "ServiceAccount"], default="User"),
+        name=dict(type="str", required=True),
+        namespace=dict(type="str"),
+        role=dict(type="str", required=True, choices=["admin", "edit", "view"]),
+    )
+
+
+def _tenant_options(defaults):
+    """Options describing one tenant: top-level (with ``defaults``) or an entry of ``tenants`` (inheriting)."""
+    options = dict(
+        state=dict(type="str", choices=["present", "absent"]),
+        namespaces=dict(type="list", elements="raw"),
+        quota=dict(type="dict"),
+        limits=dict(type="dict", options=_limits_options()),
+        members=dict(type="list", elements="dict", options=_member_options()),
+        network_isolation=dict(type="bool"),
+        allow_from_namespaces=dict(type="list", elements="str"),
+        pod_security=dict(type="str", choices=["privileged", "baseline", "restricted"]),
+        labels=dict(type="dict"),
+        annotations=dict(type="dict"),
+        force=dict(type="bool"),
+    )
+    for key, value in defaults.items():
+        options[key]["default"] = value
+    return options
 
 
 def argument_spec():
-    tenant_options = {
-        "name": {"type": "str", "required": True},
-        "state": {"type": "str", "choices": ["present", "absent"]},
-        "namespaces": {"type": "list", "elements": "raw"},
-        "quota": {"type": "dict"},
-        "limits": {"type": "dict", "options": _limits_options()},
-        "members": {"type": "list", "elements": "dict", "options": _member_options()},
-        "network_isolation": {"type": "bool"},
-        "allow_from_namespaces": {"type": "list", "elements": "str"},
-        "pod_security": {"type": "str", "choices": ["privileged", "baseline", "restricted"]},
-        "labels": {"type": "dict"},
-        "annotations": {"type": "dict"},
-        "force": {"type": "bool"},
-    }
-    spec = {
-        "name": {"type": "str"},
-        "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-        "namespaces": {"type": "list", "elements": "raw"},
-        "quota": {"type": "dict"},
-        "limits": {"type": "dict", "options": _limits_options()},
-        "members": {"type": "list", "elements": "dict", "options": _member_options()},
-        "network_isolation": {"type": "bool", "default": True},
-        "allow_from_namespaces": {"type": "list", "elements": "str"},
-        "pod_security": {"type": "str", "choices": ["privileged", "baseline", "restricted"], "default": "baseline"},
-        "labels": {"type": "dict"},
-        "annotations": {"type": "dict"},
-        "force": {"type": "bool", "default": False},
-        "tenants": {"type": "list", "elements": "dict", "options": tenant_options},
-        "prune": {"type": "bool", "default": False},
-        "concurrency": {"type": "int", "default": 8},
-        "wait": {"type": "bool", "default": False},
-        "wait_timeout": {"type": "int", "default": 300},
-    }
+    spec = _tenant_options(dict(state="present", network_isolation=True, pod_security="baseline", force=False))
+    spec.update(
+        name=dict(type="str"),
+        tenants=dict(
+            type="list", elements="dict", options=dict(_tenant_options({}), name=dict(type="str", required=True))
+        ),
+        prune=dict(type="bool", default=False),
+        concurrency=dict(type="int", default=8),
+        wait=dict(type="bool", default=False),
+        wait_timeout=dict(type="int", default=300),
+    )
     return spec
 
 
