@@ -1,6 +1,6 @@
 # Artifacts, OCI images and the offline mirror (see docs/offline-mirror.md).
 # Outputs live under $(ANVIL_CACHE) (outside the repository), keyed by version; re-runs are fast.
-.PHONY: artifacts artifacts-api artifacts-table images mirror-up mirror-down mirror-status
+.PHONY: artifacts artifacts-api artifacts-helm artifacts-table images mirror-up mirror-down mirror-status
 
 ANVIL_BUILD_JOBS ?= 2
 export ANVIL_BUILD_JOBS
@@ -11,6 +11,9 @@ artifacts: setup ## build every binary of vars/versions.yml into $ANVIL_CACHE, t
 
 artifacts-api: setup ## only what a local API server needs (etcd, kube-apiserver/-controller-manager/-scheduler, kubectl, kwok)
 	$(BIN)/python tools/artifacts.py build --api
+
+artifacts-helm: setup ## only helm (the app_release integration tests render charts with it)
+	$(BIN)/python tools/artifacts.py build --only helm
 
 artifacts-table: setup ## versions, sizes and sha256 of the cached binaries
 	$(BIN)/python tools/artifacts.py table

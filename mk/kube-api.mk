@@ -17,7 +17,8 @@ kube-api-status: ## health, pids and memory of the local API server
 kube-api-env: ## print `export KUBECONFIG=...` for the local API server
 	@$(BIN)/python tools/kube_api.py env
 
-# Integration tests run against the local API server: make sure its binaries are built first.
+# Integration tests run against the local API server: make sure its binaries are built first, and
+# helm, which the app_release tests render a chart with.
 ifneq ($(wildcard mk/artifacts.mk),)
-integration: artifacts-api
+integration: artifacts-api artifacts-helm
 endif
