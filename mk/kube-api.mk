@@ -2,7 +2,7 @@
 # + kube-scheduler on 127.0.0.1:16443 with kwok simulating NODES nodes. See docs/testing.md.
 NODES ?= 3
 
-.PHONY: kube-api kube-api-down kube-api-status kube-api-env
+.PHONY: kube-api kube-api-down kube-api-status kube-api-env integration-min-client
 
 kube-api: setup ## start (or reuse) the local API server with NODES kwok nodes (default 3)
 	@$(BIN)/python tools/kube_api.py check-binaries > /dev/null 2>&1 || $(MAKE) --no-print-directory artifacts-api
@@ -20,5 +20,8 @@ kube-api-env: ## print `export KUBECONFIG=...` for the local API server
 # Integration tests run against the local API server: make sure its binaries are built first, and
 # helm, which the app_release tests render a chart with.
 ifneq ($(wildcard mk/artifacts.mk),)
-integration: artifacts-api artifacts-helm
+integration integration-min-client: artifacts-api artifacts-helm
 endif
+
+integration-min-client: setup ## the integration suite with the lowest kubernetes client the modules declare
+	bash scripts/integration_min_client.sh

@@ -244,13 +244,16 @@ def test_limited_user_rbac(kube_api, namespace):
     assert user in denied.stderr
 
     rbac = k8s.RbacAuthorizationV1Api(kube_api.api_client())
+    # A plain manifest: the model class of a subject is named differently across client releases.
     rbac.create_namespaced_role_binding(
         namespace,
-        k8s.V1RoleBinding(
-            metadata=k8s.V1ObjectMeta(name="viewers"),
-            role_ref=k8s.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"),
-            subjects=[k8s.RbacV1Subject(kind="Group", name="anvil-testers", api_group="rbac.authorization.k8s.io")],
-        ),
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "viewers"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "Group", "name": "anvil-testers", "apiGroup": "rbac.authorization.k8s.io"}],
+        },
     )
     wait_until(
         lambda: kube_api.kubectl("-n", namespace, "get", "pods", kubeconfig=kubeconfig, check=False).returncode == 0,
