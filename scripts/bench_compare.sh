@@ -13,6 +13,7 @@ base="${1:?usage: bench_compare.sh <base-rev> [bench ...]}"; shift
 benches=("$@"); [ "${#benches[@]}" -gt 0 ] || benches=(node_maintenance tenant app_release)
 here="$(cd "$(dirname "$0")/.." && pwd)"
 python="$here/.venv/bin/python"
+export PATH="$here/.venv/bin:$PATH"
 work="$(mktemp -d /tmp/anvil-bench-base.XXXXXX)"
 cleanup() { git -C "$here" worktree remove --force "$work" >/dev/null 2>&1 || rm -rf "$work"; }
 trap cleanup EXIT
