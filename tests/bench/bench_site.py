@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
-from tests.testbed import testbed as tb
+from tools.testbed import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 WORK = REPO_ROOT / "build" / "bench-site"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed import testbed as tb
 from tools import anvil_env
+from tools.testbed import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -51,7 +51,7 @@ def poll(fn, timeout: float, what: str, interval: float = 2.0):
 def testbed(mirror):
     """Its own shape: 3 control planes + 1 worker (the session fixture boots 1 control plane)."""
     from tests.e2e.conftest import Testbed
-    from tests.testbed import testbed as tb
+    from tools.testbed import testbed as tb
 
     tb.down()
     bed = Testbed(inventory=tb.INVENTORY)

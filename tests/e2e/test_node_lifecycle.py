@@ -55,7 +55,7 @@ TIMINGS: dict[str, float] = {}
 
 def tb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.testbed.testbed", *args],
+        [sys.executable, "-m", "tools.testbed", *args],
         cwd=REPO_ROOT,
         env=dict(os.environ, **TB_ENV),
         capture_output=True,

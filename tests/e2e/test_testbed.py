@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import host_snapshot
 from tests.helpers.ansible import run_playbook
-from tests.testbed import testbed as tb
+from tools.testbed import testbed as tb
 
 PING_PLAY = [{"name": "ping", "hosts": "all", "gather_facts": False, "tasks": [{"ansible.builtin.ping": {}}]}]
 MIB = 1024 * 1024

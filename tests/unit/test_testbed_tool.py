@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.testbed import testbed as tb
+from tools.testbed import testbed as tb
 
 
 def test_detects_the_archive_from_deb822_sources(tmp_path, monkeypatch):
