@@ -37,6 +37,16 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=lambda item: 0 if item.get_closest_marker("testbed_lifecycle") else 1)
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Tests marked `ha` boot a testbed of their own shape (3 control planes): never in the same session as
+    the tests that share the session testbed (`make e2e` runs -m "not ha", `make e2e-ha` runs -m ha)."""
+    ha = [item.nodeid for item in session.items if item.get_closest_marker("ha")]
+    if ha and len(ha) != len(session.items):
+        raise pytest.UsageError(
+            'the HA tests need a testbed of their own: select them alone (-m ha) or deselect them (-m "not ha")'
+        )
+
+
 def host_snapshot() -> dict[str, set[str]]:
     """What the testbed adds to the host: its veths and bridge, mounts, processes, cgroups, machine dirs.
     (Scoped to this testbed: other engineers' bridges or mounts on a shared host are not its business.)"""

@@ -1,7 +1,7 @@
 """HA: 3 control planes + 1 worker; lose the first control plane, the API is still served.
 
-Not collected by `make e2e` (it needs a different testbed shape): `make e2e-ha` boots 4 machines
-with 3 control planes and runs this file explicitly.
+Marked `ha`: `make e2e` deselects it (`-m "not ha"`) because it needs a different testbed shape;
+`make e2e-ha` selects it (`-m ha`), and the module fixture boots 4 machines with 3 control planes.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["an
 WORK = REPO_ROOT / "build" / "e2e-ha"
 # admin.conf on a control plane points at 127.0.0.1:8443: that node's local load balancer.
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=10s"
+
+pytestmark = pytest.mark.ha
 
 
 def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
