@@ -27,7 +27,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from tests.helpers.ansible import run_playbook
+from tests.helpers.ansible import kube_play, run_playbook
 
 KUBE_API = [sys.executable, str(REPO / "tools" / "kube_api.py")]
 
@@ -108,17 +108,7 @@ def timed(fn) -> float:
 
 
 def play(task: dict, kubeconfig: str) -> list[dict]:
-    return [
-        {
-            "hosts": "localhost",
-            "gather_facts": False,
-            "module_defaults": {
-                "group/anvil.cluster.k8s": {"kubeconfig": kubeconfig},
-                "group/kubernetes.core.k8s": {"kubeconfig": kubeconfig},
-            },
-            "tasks": [dict(task, name="bench")],
-        }
-    ]
+    return kube_play(dict(task, name="bench"), kubeconfig)
 
 
 TASK_SECONDS: list[float] = []

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.wait import wait_until
 from tools import anvil_env
 from tools.testbed import testbed as tb
 
@@ -166,11 +167,7 @@ def mirror():
         proc = subprocess.run([sys.executable, str(script), "up"], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             pytest.fail(f"`tools/mirror.py up` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        deadline = time.monotonic() + 60
-        while not _answers(f"{url}/apt/Packages"):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the mirror started but {url}/apt/Packages does not answer")
-            time.sleep(0.5)
+        wait_until(lambda: _answers(f"{url}/apt/Packages"), 60, f"the started mirror to answer {url}/apt/Packages")
         started = True
     yield url
     # A mirror this session started is stopped (nothing left behind) unless ANVIL_MIRROR_KEEP=1.

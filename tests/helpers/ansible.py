@@ -81,6 +81,20 @@ class PlaybookResult:
         return found
 
 
+def kube_play(task: dict[str, Any], kubeconfig: str | Path) -> list[dict[str, Any]]:
+    """One play on localhost (no facts) running `task`, whose Kubernetes modules (anvil.cluster's and
+    kubernetes.core's action groups) talk to the cluster of `kubeconfig`."""
+    defaults = {"kubeconfig": str(kubeconfig)}
+    return [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "module_defaults": {"group/anvil.cluster.k8s": defaults, "group/kubernetes.core.k8s": defaults},
+            "tasks": [task],
+        }
+    ]
+
+
 def run_playbook(
     playbook: str | Path | list[dict[str, Any]],
     *,

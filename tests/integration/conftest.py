@@ -30,13 +30,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from tests.helpers.kube import wait_for_default_service_account
+from tests.helpers.wait import wait_until
 from tools import kube_api as kapi
 
 
@@ -81,23 +81,6 @@ class KubeAPI:
         kapi.delete_nodes(self.instance, names)
 
 
-def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll `check` until it returns a truthy value (returned); fail the test with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:  # keep polling; report the last error on timeout
-            last_error = e
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
-    )
-
-
 @pytest.fixture(scope="session")
 def kube_api():
     nodes = int(os.environ.get("ANVIL_KUBE_API_NODES", "3"))
@@ -134,15 +117,7 @@ def namespace(kube_api, request):
     core.create_namespace(
         k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"anvil.test/namespace": "true"}))
     )
-
-    def has_sa() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return True
-        except ApiException:
-            return False
-
-    wait_until(has_sa, 30, f"ServiceAccount default in namespace {name}")
+    wait_for_default_service_account(core, name, 30)
     yield name
     try:
         core.delete_namespace(name, propagation_policy="Background")
