@@ -55,7 +55,7 @@ test: setup lint sanity unit integration e2e ## everything this host can test
 	@echo "make test: all suites passed"
 
 bench: setup ## benchmarks (print numbers; not pass/fail tests)
-	@set -e; for b in tests/bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
+	@set -e; for b in tests/bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; m="$${b%.py}"; $(BIN)/python -m "$${m//\//.}"; done
 
 build: setup ## build anvil-cluster-<version>.tar.gz
 	mkdir -p build/dist

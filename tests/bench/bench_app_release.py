@@ -4,7 +4,7 @@ kubernetes.core.k8s (apply of the same manifests) and `helm upgrade --install` (
 Everything goes through the real tools against the local API server (tools/kube_api.py; a running
 healthy instance is reused as is). Prints wall-clock seconds per run; not a pass/fail test.
 
-    python tests/bench/bench_app_release.py [--runs 3]
+    python -m tests.bench.bench_app_release [--runs 3]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from tests.helpers.ansible import kube_play, run_playbook
 

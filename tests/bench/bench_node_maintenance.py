@@ -14,8 +14,8 @@ module process), not taken from either module's own report. Uses a separate loca
 (`bench-nm`, port offset 11000) so shared test instances are never disturbed, and stops it at the end
 unless --keep.
 
-    python tests/bench/bench_node_maintenance.py                       # 1000 nodes / 30,000 pods
-    python tests/bench/bench_node_maintenance.py --nodes 5000 --pods 150000
+    python -m tests.bench.bench_node_maintenance                       # 1000 nodes / 30,000 pods
+    python -m tests.bench.bench_node_maintenance --nodes 5000 --pods 150000
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import textwrap
 import time
@@ -33,13 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
 
-from tests.helpers.ansible import COLLECTIONS_DIR, ensure_collection_link, run_playbook
+from tests.helpers.ansible import ensure_collection_link, run_playbook
 from tests.helpers.wait import wait_until
 
 ensure_collection_link()
-sys.path.insert(0, str(COLLECTIONS_DIR))
 
 from ansible_collections.anvil.cluster.plugins.module_utils.drain import KubeApi, KubeError, plan_pods
 

@@ -16,9 +16,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tools.testbed import testbed as tb

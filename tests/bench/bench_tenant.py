@@ -22,13 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "build" / "collections"))
 
 from tests.helpers.ansible import ensure_collection_link, kube_play, run_playbook
 from tools import kube_api as kapi

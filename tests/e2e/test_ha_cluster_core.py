@@ -15,7 +15,9 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.testbed import Testbed
 from tests.helpers.wait import wait_until
+from tools.testbed import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
@@ -33,9 +35,6 @@ def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
 @pytest.fixture(scope="module")
 def testbed(mirror):
     """Its own shape: 3 control planes + 1 worker (the session fixture boots 1 control plane)."""
-    from tests.e2e.conftest import Testbed
-    from tools.testbed import testbed as tb
-
     tb.down()
     bed = Testbed(inventory=tb.INVENTORY)
     bed.up(4, 3)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import host_snapshot
 from tests.helpers.ansible import run_playbook
+from tests.helpers.testbed import host_snapshot
 from tools.testbed import testbed as tb
 
 PING_PLAY = [{"name": "ping", "hosts": "all", "gather_facts": False, "tasks": [{"ansible.builtin.ping": {}}]}]

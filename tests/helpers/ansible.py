@@ -21,11 +21,15 @@ COLLECTIONS_DIR = REPO_ROOT / "build" / "collections"
 
 
 def ensure_collection_link() -> Path:
-    """Expose the repository as ansible_collections/anvil/cluster (what `make setup` also does)."""
+    """Expose the repository as ansible_collections/anvil/cluster (what `make setup` also does) and put
+    that tree on sys.path: tests import the collection's code as ansible_collections.anvil.cluster,
+    exactly as Ansible loads it (never as `plugins.`, which would be a second copy of every module)."""
     link = COLLECTIONS_DIR / "ansible_collections" / "anvil" / "cluster"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
         link.symlink_to(REPO_ROOT)
+    if str(COLLECTIONS_DIR) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS_DIR))
     return COLLECTIONS_DIR
 
 

@@ -7,24 +7,17 @@ failed upgrade is produced.
 from __future__ import annotations
 
 import copy
-import importlib
 import shutil
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.anvil.cluster.plugins.module_utils import release_store as store
 from kubernetes import client
 
-from tests.helpers.ansible import COLLECTIONS_DIR, run_playbook
+from tests.helpers.ansible import run_playbook
 from tests.helpers.wait import wait_until
-
-# The collection is importable as ansible_collections.anvil.cluster from build/collections (tests/conftest.py
-# creates the link); the integration conftest is not ours, so put that path first here.
-if str(COLLECTIONS_DIR) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS_DIR))
-store = importlib.import_module("ansible_collections.anvil.cluster.plugins.module_utils.release_store")
 
 MODULE = "anvil.cluster.app_release"
 

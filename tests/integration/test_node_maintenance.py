@@ -7,7 +7,6 @@ on them, and its pods tolerate that taint), so tests sharing the API server are 
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -15,13 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.helpers.ansible import COLLECTIONS_DIR, REPO_ROOT, ensure_collection_link, run_playbook
-
-ensure_collection_link()
-if str(COLLECTIONS_DIR) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS_DIR))
-
 from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     ANN_BY,
     ANN_REASON,
@@ -31,6 +23,7 @@ from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     KubeError,
 )
 
+from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tests.helpers.wait import wait_until
 from tools.kube_api import node_manifest, node_ready
 
