@@ -1,7 +1,7 @@
 """Benchmark: no-op upgrade of a 50-object release with anvil.cluster.app_release, side by side with
 kubernetes.core.k8s (apply of the same manifests) and `helm upgrade --install` (when helm is built).
 
-Everything goes through the real tools against the local API server (tools/kube_api.py; a running
+Everything goes through the real tools against the local API server (tools/kube_api; a running
 healthy instance is reused as is). Prints wall-clock seconds per run; not a pass/fail test.
 
     python -m tests.bench.bench_app_release [--runs 3]
@@ -28,18 +28,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 from tests.helpers.ansible import kube_play, run_playbook
 
-KUBE_API = [sys.executable, str(REPO / "tools" / "kube_api.py")]
+KUBE_API = [sys.executable, "-m", "tools.kube_api"]  # run in REPO
 
 
 def kube_api_kubeconfig() -> str:
-    status = subprocess.run([*KUBE_API, "status"], capture_output=True, text=True, check=False)
+    status = subprocess.run([*KUBE_API, "status"], cwd=REPO, capture_output=True, text=True, check=False)
     try:
         state = json.loads(status.stdout)
     except json.JSONDecodeError:
         state = {}
     if not state.get("healthy"):
-        subprocess.run([*KUBE_API, "up", "--nodes", "3"], check=True)
-        state = json.loads(subprocess.run([*KUBE_API, "status"], capture_output=True, text=True, check=True).stdout)
+        subprocess.run([*KUBE_API, "up", "--nodes", "3"], cwd=REPO, check=True)
+        state = json.loads(
+            subprocess.run([*KUBE_API, "status"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        )
     return state["kubeconfig"]
 
 

@@ -1,4 +1,4 @@
-"""Benchmark of the local API server (tools/kube_api.py): time to ready and memory for 3 and 1000 kwok
+"""Benchmark of the local API server (tools/kube_api): time to ready and memory for 3 and 1000 kwok
 nodes, then how fast pods are created, scheduled and made Running on the 1000-node instance.
 
 It runs a separate instance ("bench", ports +5000) so the shared test instance is never disturbed.

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests against the local Kubernetes API (tools/kube_api.py).
+"""Fixtures for integration tests against the local Kubernetes API (tools/kube_api).
 
 `kube_api` (session scope) starts etcd + kube-apiserver + kube-controller-manager + kube-scheduler on
 127.0.0.1:16443 with kwok simulating nodes, or reuses the instance that is already running (several
@@ -7,6 +7,8 @@ never stop it from a test). The node count comes from ANVIL_KUBE_API_NODES (defa
 instance with more nodes is reused as is, one with fewer is scaled up. An instance this session started
 is stopped at its end unless ANVIL_KUBE_API_KEEP=1; one that was already running is left running.
 If the binaries are not built the fixture FAILS and says to run `make artifacts-api`.
+ANVIL_KUBE_API_INSTANCE / ANVIL_KUBE_API_PORT_OFFSET select a private instance instead (its own ports,
+state directory and kubeconfigs), as they do for `python -m tools.kube_api` and the make targets.
 
 What the simulated cluster does (tools/kwok/stages.yaml):
 - nodes `kwok-node-<i>` are Ready, untainted, labelled `type=kwok`,
@@ -84,7 +86,7 @@ class KubeAPI:
 @pytest.fixture(scope="session")
 def kube_api():
     nodes = int(os.environ.get("ANVIL_KUBE_API_NODES", "3"))
-    inst = kapi.DEFAULT
+    inst = kapi.from_env()  # ANVIL_KUBE_API_INSTANCE / ANVIL_KUBE_API_PORT_OFFSET: a private instance
     was_running = kapi.is_healthy(inst)
     try:
         kapi.up(inst, nodes, allow_shrink=False)
