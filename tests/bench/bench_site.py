@@ -18,7 +18,7 @@ import sys
 import time
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
-from tools.testbed import testbed as tb
+from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 WORK = REPO_ROOT / "build" / "bench-site"

@@ -24,7 +24,7 @@ import pytest
 from tests.helpers.testbed import Testbed, host_snapshot
 from tests.helpers.wait import wait_until
 from tools import anvil_env
-from tools.testbed import testbed as tb
+from tools import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ import yaml
 from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tests.helpers.testbed import Testbed
 from tests.helpers.wait import wait_until
-from tools.testbed import testbed as tb
+from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.testbed import testbed as tb
+from tools import testbed as tb
 
 
 def host_snapshot() -> dict[str, set[str]]:
@@ -21,7 +21,7 @@ def host_snapshot() -> dict[str, set[str]]:
         | {n for n in names if n.startswith("vb-" + tb.NAME_PREFIX)},
         "bridge": {n for n in names if n == tb.BRIDGE},
         "mounts": {m for m in mounts if m.startswith((str(tb.TESTBED_DIR) + "/", "/run/systemd/nspawn/"))},
-        "processes": {f"{pid} {' '.join(tb._cmdline(pid))[:80]}" for pid in tb._machine_process_ids(None)},
+        "processes": {f"{pid} {' '.join(tb.cmdline(pid))[:80]}" for pid in tb.machine_process_ids(None)},
         "cgroups": {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()},
         "machine_dirs": {str(p) for p in tb.MACHINES_DIR.glob("*")} if tb.MACHINES_DIR.exists() else set(),
     }

@@ -13,8 +13,6 @@ from tools import anvil_env
 from tools.kube_api.errors import BinariesMissing
 
 ARCH = "linux-amd64"
-
-
 # component -> (manifest component, binary name)
 BINARIES = {
     "etcd": ("etcd", "etcd"),
@@ -23,8 +21,6 @@ BINARIES = {
     "kube-scheduler": ("kubernetes", "kube-scheduler"),
     "kwok": ("kwok", "kwok"),
 }
-
-
 BINARIES_MISSING_HINT = (
     "run `make artifacts-api` to build etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok"
 )

@@ -9,27 +9,13 @@ from typing import Any, Callable
 from tools.kube_api.instance import Instance
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
 KWOK_STAGES_FILE = REPO_ROOT / "tools" / "kwok" / "stages.yaml"
-
-
 KWOK_CONFIG_FILE = REPO_ROOT / "tools" / "kwok" / "kwok.yaml"
-
-
 # kcm waits this long for a node's Lease renewal before marking it NotReady (kwok renews every 60 s).
 NODE_MONITOR_GRACE_PERIOD = "300s"
-
-
 START_ORDER = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"]
-
-
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
-
-
 SERVICE_CIDR = "10.96.0.0/16"
-
-
 POD_CIDR = "10.64.0.1/12"  # kwok hands out pod IPs from here: room for far more than 30,000 pods
 
 

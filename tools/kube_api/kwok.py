@@ -12,11 +12,7 @@ from tools.kube_api.rest import Rest
 from tools.kube_api.state import dead_processes, load_state
 
 NODE_PREFIX = "kwok-node-"
-
-
 NODE_POOL_LABEL = "anvil.test/kwok-pool"
-
-
 NODE_CAPACITY = {"cpu": "32", "memory": "256Gi", "pods": "250", "ephemeral-storage": "1Ti"}
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from tools.testbed.testbed import main
+from tools.testbed.cli import main
 
 sys.exit(main())
