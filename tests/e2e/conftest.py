@@ -14,15 +14,12 @@ session so that later tests get a settled testbed.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.mirror import shared_mirror
 from tests.helpers.testbed import Testbed, host_snapshot
-from tests.helpers.wait import wait_until
 from tools import anvil_env
 from tools import testbed as tb
 
@@ -78,29 +75,9 @@ def _mirror_url() -> str:
     )
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def mirror():
-    """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed)."""
-    url = _mirror_url()
-    script = REPO_ROOT / "tools" / "mirror.py"
-    started = False
-    if not _answers(f"{url}/apt/Packages"):
-        if not script.exists():
-            pytest.fail(f"no mirror at {url} and tools/mirror.py does not exist: run `make mirror-up` first")
-        proc = subprocess.run([sys.executable, str(script), "up"], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"`tools/mirror.py up` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        wait_until(lambda: _answers(f"{url}/apt/Packages"), 60, f"the started mirror to answer {url}/apt/Packages")
-        started = True
-    yield url
-    # A mirror this session started is stopped (nothing left behind) unless ANVIL_MIRROR_KEEP=1.
-    if started and os.environ.get("ANVIL_MIRROR_KEEP") != "1":
-        subprocess.run([sys.executable, str(script), "down"], capture_output=True, text=True, check=False)
+    """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed,
+    shared with the other test sessions on this host: tests/helpers/mirror.py)."""
+    with shared_mirror(_mirror_url()) as url:
+        yield url

@@ -20,7 +20,12 @@ def host_snapshot() -> dict[str, set[str]]:
         "veths": {n for n in names if n.startswith("vb-") and any(n == m.veth for m in tb.load_machines())}
         | {n for n in names if n.startswith("vb-" + tb.NAME_PREFIX)},
         "bridge": {n for n in names if n == tb.BRIDGE},
-        "mounts": {m for m in mounts if m.startswith((str(tb.TESTBED_DIR) + "/", "/run/systemd/nspawn/"))},
+        "mounts": {
+            m
+            for m in mounts
+            if m.startswith(str(tb.TESTBED_DIR) + "/")
+            or (m.startswith("/run/systemd/nspawn/") and f"/{tb.NAME_PREFIX}" in m)  # nspawn's, of our machines
+        },
         "processes": {f"{pid} {' '.join(tb.cmdline(pid))[:80]}" for pid in tb.machine_process_ids(None)},
         "cgroups": {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()},
         "machine_dirs": {str(p) for p in tb.MACHINES_DIR.glob("*")} if tb.MACHINES_DIR.exists() else set(),
