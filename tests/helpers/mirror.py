@@ -1,12 +1,13 @@
 """The mirror e2e tests install from (tools/mirror.py), shared by every test session on this host.
 
 A session that finds no mirror answering starts one. Every session holds a lease
-($ANVIL_STATE/mirror-leases/sessions/<pid>-<start time>) while it uses the mirror, so one session never stops
-the mirror under another (say, the cluster tests on the default testbed and the testbed tests on
+($ANVIL_STATE/mirror-leases/sessions/<pid>-<start time>) while it uses the mirror, so one session never
+stops the mirror under another (say, the cluster tests on the default testbed and the testbed tests on
 ANVIL_TESTBED_INSTANCE=7). The last session to leave stops a mirror that a test session started, and
 removes the bridge that start created when no machine is attached to it any more: the host is left as
-the first session found it. A mirror started by hand (`make mirror-up`) is never stopped;
-ANVIL_MIRROR_KEEP=1 keeps a started one too.
+the first session found it. While machines of another testbed run (a session that may use the mirror
+without holding a lease), the mirror is left running for the last session to stop. A mirror started by
+hand (`make mirror-up`) is never stopped; ANVIL_MIRROR_KEEP=1 hands a started one over to you.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Iterator
 
 from tests.helpers.wait import wait_until
 from tools import anvil_env
+from tools import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MIRROR_TOOL = [sys.executable, "-m", "tools.mirror"]
@@ -79,6 +81,17 @@ def _bridge_unused() -> bool:
     return links.returncode == 0 and not json.loads(links.stdout or "[]")
 
 
+def _machines_of_other_testbeds() -> list[int]:
+    """systemd-nspawn processes of machines outside this testbed (tools.testbed settings of this session)."""
+    own = f"--directory={tb.MACHINES_DIR}/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        cmd = tb.cmdline(int(entry.name)) if entry.name.isdigit() else []
+        if cmd and cmd[0].endswith("systemd-nspawn") and not any(arg.startswith(own) for arg in cmd):
+            found.append(int(entry.name))
+    return found
+
+
 @contextlib.contextmanager
 def shared_mirror(url: str) -> Iterator[str]:
     """Use the mirror at `url` (its /apt/ repository answers) for as long as the block runs."""
@@ -100,9 +113,16 @@ def shared_mirror(url: str) -> Iterator[str]:
     finally:
         with _locked():
             lease.unlink(missing_ok=True)
-            if STARTED_BY_TESTS.exists() and not _live_leases() and os.environ.get("ANVIL_MIRROR_KEEP") != "1":
-                _mirror("down")
-                started = json.loads(STARTED_BY_TESTS.read_text())
-                STARTED_BY_TESTS.unlink()
-                if started.get("bridge_created") and anvil_env.bridge_exists() and _bridge_unused():
-                    subprocess.run(["ip", "link", "del", anvil_env.ANVIL_BRIDGE], check=False)
+            if STARTED_BY_TESTS.exists() and not _live_leases() and not _machines_of_other_testbeds():
+                _release_started_mirror()
+
+
+def _release_started_mirror() -> None:
+    """The last session out: stop the mirror a test session started (or hand it over: ANVIL_MIRROR_KEEP=1)."""
+    started = json.loads(STARTED_BY_TESTS.read_text())
+    STARTED_BY_TESTS.unlink()
+    if os.environ.get("ANVIL_MIRROR_KEEP") == "1":
+        return  # yours now, like one started with `make mirror-up`
+    _mirror("down")
+    if started.get("bridge_created") and anvil_env.bridge_exists() and _bridge_unused():
+        subprocess.run(["ip", "link", "del", anvil_env.ANVIL_BRIDGE], check=False)
