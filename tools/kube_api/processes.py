@@ -10,6 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from tools.kube_api.health import wait_for
 from tools.kube_api.instance import Instance
 
 
@@ -71,7 +72,24 @@ def start_process(inst: Instance, name: str, argv: list[str]) -> dict:
         )
     finally:
         logf.close()
-    return {"pid": proc.pid, "start_time": process_start_time(proc.pid), "argv0": argv[0]}
+    start_time = process_start_time(proc.pid)
+    # Popen returns once the exec has begun, but the kernel sets up the new program's command line a
+    # moment later: until then /proc/<pid>/cmdline is empty and orphan_pids() would not recognise the
+    # process. Return once it shows (or the process has already exited).
+    wait_for(
+        f"{name} to run {argv[0]}",
+        lambda: runs_program(proc.pid, argv[0]) or not process_alive(proc.pid, start_time),
+        10,
+    )
+    return {"pid": proc.pid, "start_time": start_time, "argv0": argv[0]}
+
+
+def runs_program(pid: int, argv0: str) -> bool:
+    """The process's command line starts with `argv0` (it is past its exec)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0] == argv0.encode()
+    except OSError:
+        return False
 
 
 def stop_process(entry: dict, timeout: float = 15.0) -> None:
