@@ -1,7 +1,7 @@
 """The mirror e2e tests install from (tools/mirror.py), shared by every test session on this host.
 
 A session that finds no mirror answering starts one. Every session holds a lease
-($ANVIL_STATE/mirror-leases/sessions/<pid>-<start time>) while it uses the mirror, so one session never
+($ANVIL_STATE/mirror/test-sessions/<pid>-<start time>) while it uses the mirror, so one session never
 stops the mirror under another (say, the cluster tests on the default testbed and the testbed tests on
 ANVIL_TESTBED_INSTANCE=7). The last session to leave stops a mirror that a test session started, and
 removes the bridge that start created when no machine is attached to it any more: the host is left as
@@ -28,8 +28,8 @@ from tools import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MIRROR_TOOL = [sys.executable, "-m", "tools.mirror"]
-LEASES = anvil_env.ANVIL_STATE / "mirror-leases"
-SESSIONS = LEASES / "sessions"
+LEASES = anvil_env.ANVIL_STATE / "mirror" / "test-sessions"  # beside the mirror's own state
+SESSIONS = LEASES / "live"
 STARTED_BY_TESTS = LEASES / "started-by-tests.json"
 
 

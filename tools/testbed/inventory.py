@@ -24,6 +24,7 @@ def write_inventory(machines: list[Machine]) -> Path:
             "ansible_ssh_common_args": "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_pipelining": True,
+            "ansible_control_path_dir": str(m.ssh_control_dir),
         }
     mirror = os.environ.get("ANVIL_TESTBED_MIRROR_URL") or f"http://{MIRROR_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
     registry = f"{MIRROR_ADDR}:{anvil_env.ANVIL_REGISTRY_PORT}"

@@ -89,6 +89,12 @@ class Machine:
         return list(dict.fromkeys(recorded + machine_cgroup_paths(self.name)))
 
     @property
+    def ssh_control_dir(self) -> Path:
+        """Where Ansible keeps its ssh control masters for this machine (ansible_control_path_dir): they
+        live and go with the machine, so a master never outlives it or serves a new machine at its address."""
+        return self.dir / "ssh"
+
+    @property
     def veth(self) -> str:
         return ("vb-" + self.name)[:15]
 

@@ -136,11 +136,20 @@ def _console_tail(machine: Machine, lines: int = 20) -> str:
         return "(no console log)"
 
 
+def close_ssh_masters(machine: Machine) -> None:
+    """Ask Ansible's ssh control masters for this machine to exit while it still answers. A master left
+    behind holds a TCP connection to a host that is gone; ssh clients reusing it hang instead of failing."""
+    for socket in sorted(machine.ssh_control_dir.glob("*")):
+        run(["ssh", "-O", "exit", "-o", f"ControlPath={socket}", machine.ip], check=False, timeout=10)
+        socket.unlink(missing_ok=True)
+
+
 def stop_machines(machines: list[Machine], timeout: float = 30.0) -> None:
     """Power machines off cleanly, all at once (nspawn turns SIGTERM into a systemd poweroff); kill what
     hangs; then remove their cgroups and veths."""
     waiting = {}
     for machine in machines:
+        close_ssh_masters(machine)
         nspawn = machine.nspawn_pid()
         if nspawn is not None:
             with contextlib.suppress(ProcessLookupError):
