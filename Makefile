@@ -48,14 +48,14 @@ unit: setup ## unit tests of pure logic
 integration: setup ## modules through Ansible against a real kube-apiserver + etcd + kwok
 	bash scripts/pytest.sh tests/integration
 
-e2e: setup ## roles and playbooks on testbed machines
-	bash scripts/pytest.sh tests/e2e
+e2e: setup ## roles and playbooks on testbed machines (without the HA tests: make e2e-ha)
+	bash scripts/pytest.sh tests/e2e -m "not ha"
 
 test: setup lint sanity unit integration e2e ## everything this host can test
 	@echo "make test: all suites passed"
 
 bench: setup ## benchmarks (print numbers; not pass/fail tests)
-	@set -e; for b in tests/bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; $(BIN)/python "$$b"; done
+	@set -e; for b in tests/bench/bench_*.py; do [ -e "$$b" ] || continue; echo "== $$b"; m="$${b%.py}"; $(BIN)/python -m "$${m//\//.}"; done
 
 build: setup ## build anvil-cluster-<version>.tar.gz
 	mkdir -p build/dist

@@ -5,7 +5,7 @@ demo: ## fresh machine -> tools, artifacts, mirror, testbed, site.yml, smoke tes
 	@NODES=$(or $(NODES),3) CONTROL_PLANES=$(or $(CONTROL_PLANES),1) bash scripts/demo.sh
 
 e2e-cluster: setup ## only the cluster-core e2e tests (1 control plane + 2 workers)
-	python -m pytest tests/e2e/test_cluster_core.py -v
+	bash scripts/pytest.sh tests/e2e/test_cluster_core.py -v
 
 e2e-ha: setup ## HA e2e: 3 control planes + 1 worker, lose the first control plane, API still served
-	python -m pytest tests/e2e/ha_cluster_core.py -v
+	bash scripts/pytest.sh tests/e2e -m ha -v

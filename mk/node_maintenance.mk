@@ -7,4 +7,4 @@ test-node-maintenance: setup ## node_maintenance unit + integration tests (local
 
 # BENCH_NM_NODES / BENCH_NM_PODS size the loaded cluster (default 1000 / 30000), e.g. 5000 / 150000.
 bench-node-maintenance: setup ## node_maintenance vs kubernetes.core.k8s_drain benchmark
-	$(BIN)/python tests/bench/bench_node_maintenance.py
+	$(BIN)/python -m tests.bench.bench_node_maintenance

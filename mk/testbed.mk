@@ -1,7 +1,7 @@
-# The nspawn testbed (tests/testbed/testbed.py): machines that behave like small bare-metal hosts.
+# The nspawn testbed (tools/testbed): machines that behave like small bare-metal hosts.
 NODES ?= 3
 CONTROL_PLANES ?= 1
-TESTBED := $(BIN)/python -m tests.testbed.testbed
+TESTBED := $(BIN)/python -m tools.testbed
 
 .PHONY: testbed-build testbed-up testbed-down testbed-status testbed-exec testbed-stop testbed-start testbed-add molecule
 

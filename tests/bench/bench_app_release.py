@@ -1,10 +1,10 @@
 """Benchmark: no-op upgrade of a 50-object release with anvil.cluster.app_release, side by side with
 kubernetes.core.k8s (apply of the same manifests) and `helm upgrade --install` (when helm is built).
 
-Everything goes through the real tools against the local API server (tools/kube_api.py; a running
+Everything goes through the real tools against the local API server (tools/kube_api; a running
 healthy instance is reused as is). Prints wall-clock seconds per run; not a pass/fail test.
 
-    python tests/bench/bench_app_release.py [--runs 3]
+    python -m tests.bench.bench_app_release [--runs 3]
 """
 
 from __future__ import annotations
@@ -25,22 +25,23 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
-from tests.helpers.ansible import run_playbook
+from tests.helpers.ansible import kube_play, run_playbook
 
-KUBE_API = [sys.executable, str(REPO / "tools" / "kube_api.py")]
+KUBE_API = [sys.executable, "-m", "tools.kube_api"]  # run in REPO
 
 
 def kube_api_kubeconfig() -> str:
-    status = subprocess.run([*KUBE_API, "status"], capture_output=True, text=True, check=False)
+    status = subprocess.run([*KUBE_API, "status"], cwd=REPO, capture_output=True, text=True, check=False)
     try:
         state = json.loads(status.stdout)
     except json.JSONDecodeError:
         state = {}
     if not state.get("healthy"):
-        subprocess.run([*KUBE_API, "up", "--nodes", "3"], check=True)
-        state = json.loads(subprocess.run([*KUBE_API, "status"], capture_output=True, text=True, check=True).stdout)
+        subprocess.run([*KUBE_API, "up", "--nodes", "3"], cwd=REPO, check=True)
+        state = json.loads(
+            subprocess.run([*KUBE_API, "status"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+        )
     return state["kubeconfig"]
 
 
@@ -108,17 +109,7 @@ def timed(fn) -> float:
 
 
 def play(task: dict, kubeconfig: str) -> list[dict]:
-    return [
-        {
-            "hosts": "localhost",
-            "gather_facts": False,
-            "module_defaults": {
-                "group/anvil.cluster.k8s": {"kubeconfig": kubeconfig},
-                "group/kubernetes.core.k8s": {"kubeconfig": kubeconfig},
-            },
-            "tasks": [dict(task, name="bench")],
-        }
-    ]
+    return kube_play(dict(task, name="bench"), kubeconfig)
 
 
 TASK_SECONDS: list[float] = []

@@ -1,4 +1,4 @@
-"""Benchmark of the local API server (tools/kube_api.py): time to ready and memory for 3 and 1000 kwok
+"""Benchmark of the local API server (tools/kube_api): time to ready and memory for 3 and 1000 kwok
 nodes, then how fast pods are created, scheduled and made Running on the 1000-node instance.
 
 It runs a separate instance ("bench", ports +5000) so the shared test instance is never disturbed.
@@ -13,9 +13,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tools import kube_api as kapi
 

@@ -14,8 +14,8 @@ module process), not taken from either module's own report. Uses a separate loca
 (`bench-nm`, port offset 11000) so shared test instances are never disturbed, and stops it at the end
 unless --keep.
 
-    python tests/bench/bench_node_maintenance.py                       # 1000 nodes / 30,000 pods
-    python tests/bench/bench_node_maintenance.py --nodes 5000 --pods 150000
+    python -m tests.bench.bench_node_maintenance                       # 1000 nodes / 30,000 pods
+    python -m tests.bench.bench_node_maintenance --nodes 5000 --pods 150000
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import textwrap
 import time
@@ -33,12 +32,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO_ROOT))
 
-from tests.helpers.ansible import COLLECTIONS_DIR, ensure_collection_link, run_playbook
+from tests.helpers.ansible import ensure_collection_link, run_playbook
+from tests.helpers.wait import wait_until
 
 ensure_collection_link()
-sys.path.insert(0, str(COLLECTIONS_DIR))
 
 from ansible_collections.anvil.cluster.plugins.module_utils.drain import DrainApi, plan_pods
 from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError, KubeClient
@@ -99,17 +97,6 @@ def log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def wait_for(what, cond, timeout=600.0, interval=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(interval)
-
-
 class Runner:
     def __init__(self, rest: DrainApi, kubeconfig: str, workdir: Path):
         self.rest = rest
@@ -156,8 +143,11 @@ def ensure_namespace(rest, name):
     except ApiError as err:
         if err.status != 409:
             raise
-    wait_for(
-        f"default ServiceAccount in {name}", lambda: _exists(rest, f"/api/v1/namespaces/{name}/serviceaccounts/default")
+    wait_until(
+        lambda: _exists(rest, f"/api/v1/namespaces/{name}/serviceaccounts/default"),
+        600,
+        f"default ServiceAccount in {name}",
+        interval=0.5,
     )
 
 
@@ -204,20 +194,27 @@ def deploy_on(rest, ns, name, node, replicas):
         },
     }
     rest.client.request("POST", f"/apis/apps/v1/namespaces/{ns}/deployments", body=body)
-    wait_for(f"{replicas} pods of {name} Running on {node}", lambda: len(running_on(rest, node, ns)) >= replicas)
+    wait_until(
+        lambda: len(running_on(rest, node, ns)) >= replicas,
+        600,
+        f"{replicas} pods of {name} Running on {node}",
+        interval=0.5,
+    )
 
 
 def remove_deployment(rest, ns, name):
     rest.client.request(
         "DELETE", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}", body={"propagationPolicy": "Foreground"}
     )
-    wait_for(
-        f"pods of {name} gone",
+    wait_until(
         lambda: (
             not rest.client.request("GET", f"/api/v1/namespaces/{ns}/pods", query={"labelSelector": f"app={name}"})[
                 "items"
             ]
         ),
+        600,
+        f"pods of {name} gone",
+        interval=0.5,
     )
 
 
@@ -334,7 +331,7 @@ def phase_plan(runner, rest, nodes, samples=7):
 def phase_loaded_drains(runner, rest, nodes):
     rows = []
     for module, node in ((ANVIL, nodes[-1]), (CORE, nodes[-2])):
-        wait_for(f"pods Running on {node}", lambda n=node: len(running_on(rest, n)) > 0)
+        wait_until(lambda n=node: len(running_on(rest, n)) > 0, 600, f"pods Running on {node}", interval=0.5)
         before = len(rest.list_node_pods(node))
         res, wall, counts = runner.play(module, drain_args(module, node, force=True))
         left = len(rest.list_node_pods(node))
@@ -448,7 +445,7 @@ def main():
                 # drains time the modules and not kwok's backlog.
                 t0 = time.monotonic()
                 unstarted = "status.phase=Pending,spec.nodeName!="
-                wait_for("kwok to run every pod", lambda: count_pods(rest, unstarted) == 0, 3600, 15)
+                wait_until(lambda: count_pods(rest, unstarted) == 0, 3600, "kwok to run every pod", interval=15)
                 log(f"kwok caught up {time.monotonic() - t0:.0f}s after the plan")
                 middle = len(nodes) // 2
                 report_loaded(phase_loaded_drains(runner, rest, nodes[middle - 1 : middle + 1]))

@@ -16,12 +16,9 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
-from tests.testbed import testbed as tb
+from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 WORK = REPO_ROOT / "build" / "bench-site"

@@ -22,15 +22,12 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "build" / "collections"))
 
-from tests.helpers.ansible import ensure_collection_link, run_playbook
+from tests.helpers.ansible import ensure_collection_link, kube_play, run_playbook
 from tools import kube_api as kapi
 
 ensure_collection_link()
@@ -69,20 +66,6 @@ def tenant(name: str, pods: int = 50) -> dict:
         ],
         "allow_from_namespaces": ["monitoring"],
     }
-
-
-def play(task: dict, kubeconfig: str) -> list[dict]:
-    return [
-        {
-            "hosts": "localhost",
-            "gather_facts": False,
-            "module_defaults": {
-                "group/anvil.cluster.k8s": {"kubeconfig": kubeconfig},
-                "kubernetes.core.k8s": {"kubeconfig": kubeconfig},
-            },
-            "tasks": [task],
-        }
-    ]
 
 
 def timed(label: str, plays, extra_vars, check=False):
@@ -145,13 +128,13 @@ def main() -> None:
             "anvil.cluster.tenant": {"tenants": "{{ bench_tenants }}", "concurrency": CONCURRENCY},
         }
         results["tenant_first"], res = timed(
-            f"anvil.cluster.tenant, {N} tenants, first run", play(task, kubeconfig), {"bench_tenants": tenants}
+            f"anvil.cluster.tenant, {N} tenants, first run", kube_play(task, kubeconfig), {"bench_tenants": tenants}
         )
         stats = module_result(res)["stats"]
         print(f"  objects created: {stats['created']}, API requests: {stats['api_requests']}", flush=True)
         assert stats["created"] == 7 * N, stats
         results["tenant_noop"], res = timed(
-            f"anvil.cluster.tenant, {N} tenants, no-op run", play(task, kubeconfig), {"bench_tenants": tenants}
+            f"anvil.cluster.tenant, {N} tenants, no-op run", kube_play(task, kubeconfig), {"bench_tenants": tenants}
         )
         stats = module_result(res)["stats"]
         assert res.changed() == 0 and stats["created"] == stats["updated"] == 0, stats
@@ -159,13 +142,13 @@ def main() -> None:
         changed = [tenant(f"ta-{i:04d}", pods=60) for i in range(N)]
         results["tenant_check"], res = timed(
             f"anvil.cluster.tenant, {N} tenants, quota change, check mode",
-            play(task, kubeconfig),
+            kube_play(task, kubeconfig),
             {"bench_tenants": changed},
             check=True,
         )
         assert module_result(res)["stats"]["updated"] == N
         results["tenant_update"], res = timed(
-            f"anvil.cluster.tenant, {N} tenants, quota change", play(task, kubeconfig), {"bench_tenants": changed}
+            f"anvil.cluster.tenant, {N} tenants, quota change", kube_play(task, kubeconfig), {"bench_tenants": changed}
         )
         assert module_result(res)["stats"]["updated"] == N
         print(f"  objects in the cluster (ta-*): {count_objects(kubeconfig, 'ta-')}", flush=True)
@@ -181,13 +164,13 @@ def main() -> None:
             }
             results["k8s_first"], _res = timed(
                 f"kubernetes.core.k8s loop, {K8S_N} tenants, first run",
-                play(k8s_task, kubeconfig),
+                kube_play(k8s_task, kubeconfig),
                 {"bench_definitions": definitions},
             )
             if os.environ.get("BENCH_K8S_NOOP") == "1":
                 results["k8s_noop"], _res = timed(
                     f"kubernetes.core.k8s loop, {K8S_N} tenants, re-run",
-                    play(k8s_task, kubeconfig),
+                    kube_play(k8s_task, kubeconfig),
                     {"bench_definitions": definitions},
                 )
             print(f"  objects in the cluster (tk-*): {count_objects(kubeconfig, 'tk-')}", flush=True)

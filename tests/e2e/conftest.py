@@ -14,17 +14,14 @@ session so that later tests get a settled testbed.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import time
-import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.testbed import testbed as tb
+from tests.helpers.mirror import shared_mirror
+from tests.helpers.testbed import Testbed, host_snapshot
 from tools import anvil_env
+from tools import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,72 +34,14 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=lambda item: 0 if item.get_closest_marker("testbed_lifecycle") else 1)
 
 
-def host_snapshot() -> dict[str, set[str]]:
-    """What the testbed adds to the host: its veths and bridge, mounts, processes, cgroups, machine dirs.
-    (Scoped to this testbed: other engineers' bridges or mounts on a shared host are not its business.)"""
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
-    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
-    mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
-    return {
-        "veths": {n for n in names if n.startswith("vb-") and any(n == m.veth for m in tb.load_machines())}
-        | {n for n in names if n.startswith("vb-" + tb.NAME_PREFIX)},
-        "bridge": {n for n in names if n == tb.BRIDGE},
-        "mounts": {m for m in mounts if m.startswith((str(tb.TESTBED_DIR) + "/", "/run/systemd/nspawn/"))},
-        "processes": {f"{pid} {' '.join(tb._cmdline(pid))[:80]}" for pid in tb._machine_process_ids(None)},
-        "cgroups": {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()},
-        "machine_dirs": {str(p) for p in tb.MACHINES_DIR.glob("*")} if tb.MACHINES_DIR.exists() else set(),
-    }
-
-
-@dataclass
-class Testbed:
-    """Handle on the session's machines, for tests."""
-
-    inventory: Path
-    hosts: dict[str, str] = field(default_factory=dict)
-    up_seconds: float = 0.0
-    created: bool = False
-    clean_host: dict[str, set[str]] = field(default_factory=dict)
-
-    def refresh(self) -> None:
-        self.hosts = {m.name: m.ip for m in tb.load_machines()}
-
-    def machine(self, name: str) -> tb.Machine:
-        return tb.get_machine(name)
-
-    def exec(self, name: str, cmd: str | list[str], check: bool = False, timeout: float = 300):
-        """Run a command inside a machine (no ssh): a string runs through /bin/sh -c, a list as argv.
-        Returns the CompletedProcess (text stdout/stderr); check=True raises on a non-zero exit."""
-        command = [cmd] if isinstance(cmd, str) else list(cmd)
-        proc = tb.exec_in(tb.get_machine(name), command, capture=True, timeout=timeout)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{name}: {command} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def stop(self, name: str) -> None:
-        tb.stop(name)
-
-    def start(self, name: str) -> None:
-        tb.start(name)
-
-    def add(self, name: str, role: str | None = None) -> str:
-        machine = tb.add(name, role)
-        self.refresh()
-        return machine.ip
-
-    def remove(self, name: str) -> None:
-        tb.remove(name)
-        self.refresh()
-
-    def up(self, nodes: int, control_planes: int = 1) -> float:
-        started = time.monotonic()
-        tb.up(nodes, control_planes)
-        self.refresh()
-        return time.monotonic() - started
-
-    def down(self) -> None:
-        tb.down()
-        self.refresh()
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Tests marked `ha` boot a testbed of their own shape (3 control planes): never in the same session as
+    the tests that share the session testbed (`make e2e` runs -m "not ha", `make e2e-ha` runs -m ha)."""
+    ha = [item.nodeid for item in session.items if item.get_closest_marker("ha")]
+    if ha and len(ha) != len(session.items):
+        raise pytest.UsageError(
+            'the HA tests need a testbed of their own: select them alone (-m ha) or deselect them (-m "not ha")'
+        )
 
 
 def _nodes() -> int:
@@ -136,33 +75,9 @@ def _mirror_url() -> str:
     )
 
 
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def mirror():
-    """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed)."""
-    url = _mirror_url()
-    script = REPO_ROOT / "tools" / "mirror.py"
-    started = False
-    if not _answers(f"{url}/apt/Packages"):
-        if not script.exists():
-            pytest.fail(f"no mirror at {url} and tools/mirror.py does not exist: run `make mirror-up` first")
-        proc = subprocess.run([sys.executable, str(script), "up"], capture_output=True, text=True, check=False)
-        if proc.returncode != 0:
-            pytest.fail(f"`tools/mirror.py up` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        deadline = time.monotonic() + 60
-        while not _answers(f"{url}/apt/Packages"):
-            if time.monotonic() > deadline:
-                pytest.fail(f"the mirror started but {url}/apt/Packages does not answer")
-            time.sleep(0.5)
-        started = True
-    yield url
-    # A mirror this session started is stopped (nothing left behind) unless ANVIL_MIRROR_KEEP=1.
-    if started and os.environ.get("ANVIL_MIRROR_KEEP") != "1":
-        subprocess.run([sys.executable, str(script), "down"], capture_output=True, text=True, check=False)
+    """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed,
+    shared with the other test sessions on this host: tests/helpers/mirror.py)."""
+    with shared_mirror(_mirror_url()) as url:
+        yield url

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.wait import wait_until as poll
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
@@ -43,21 +44,6 @@ def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
         err = getattr(proc, "stderr", "")
         raise AssertionError(f"{node}: {cmd!r} failed rc={rc}: {out} {err}")
     return out
-
-
-def poll(fn, timeout: float, interval: float = 2.0, what: str = "condition"):
-    """Call fn until it returns a truthy value or the deadline passes; return that value."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except AssertionError as exc:  # not yet
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
 
 
 def base_vars() -> dict:
@@ -212,7 +198,7 @@ def test_preflight_refuses_a_busy_port_on_a_host(testbed, groups, change_stamp):
     worker = groups["workers"][-1]
     sh(testbed, worker, "systemd-run --unit anvil-e2e-squatter python3 -m http.server 10256 --bind 0.0.0.0")
     try:
-        poll(lambda: "LISTEN" in sh(testbed, worker, "ss -ltn 'sport = :10256' || true"), 20, 0.5, "squatter")
+        poll(lambda: "LISTEN" in sh(testbed, worker, "ss -ltn 'sport = :10256' || true"), 20, "squatter", interval=0.5)
         result = run_playbook(SITE, inventory=testbed.inventory, extra_vars=base_vars())
         _assert_refused(result, f"[ports_free] {worker}: port 10256 is already in use by python3")
     finally:

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.wait import wait_until as poll
 
 WORK = REPO_ROOT / "build" / "e2e-lifecycle"
 PLAYBOOKS = REPO_ROOT / "playbooks"
@@ -55,7 +56,7 @@ TIMINGS: dict[str, float] = {}
 
 def tb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
     proc = subprocess.run(
-        [sys.executable, "-m", "tests.testbed.testbed", *args],
+        [sys.executable, "-m", "tools.testbed", *args],
         cwd=REPO_ROOT,
         env=dict(os.environ, **TB_ENV),
         capture_output=True,
@@ -87,20 +88,6 @@ def add_machine(name: str, role: str) -> None:
 def start_machine(name: str) -> None:
     tb("start", name)
     route_to_mirror(name)
-
-
-def poll(fn, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except AssertionError as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
 
 
 def play(name: str, limit: str | None = None, check: bool = False, **extra):

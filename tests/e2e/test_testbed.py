@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.e2e.conftest import host_snapshot
 from tests.helpers.ansible import run_playbook
-from tests.testbed import testbed as tb
+from tests.helpers.testbed import host_snapshot
+from tools import testbed as tb
 
 PING_PLAY = [{"name": "ping", "hosts": "all", "gather_facts": False, "tasks": [{"ansible.builtin.ping": {}}]}]
 MIB = 1024 * 1024
@@ -102,7 +103,7 @@ def test_stop_start_keeps_the_machine_reachable(testbed):
     sh(testbed, name, "echo kept > /root/marker")
     testbed.stop(name)
     assert not testbed.machine(name).running()
-    assert not tb._link_exists(testbed.machine(name).veth)
+    assert not tb.link_exists(testbed.machine(name).veth)
     down = ping(testbed.inventory)
     assert name not in reachable_hosts(down)
     assert reachable_hosts(down) == set(testbed.hosts) - {name}
@@ -119,7 +120,7 @@ def test_add_puts_one_more_machine_in_the_inventory(testbed):
     ip = testbed.add(name)
     try:
         assert ip not in {addr for host, addr in testbed.hosts.items() if host != name}
-        inventory = tb.yaml.safe_load(testbed.inventory.read_text())
+        inventory = yaml.safe_load(testbed.inventory.read_text())
         workers_group = inventory["all"]["children"]["k8s_cluster"]["children"]["workers"]["hosts"]
         assert workers_group[name]["ansible_host"] == ip
         assert reachable_hosts(ping(testbed.inventory, limit=name)) == {name}
@@ -127,9 +128,9 @@ def test_add_puts_one_more_machine_in_the_inventory(testbed):
         testbed.remove(name)
     assert (
         name
-        not in tb.yaml.safe_load(testbed.inventory.read_text())["all"]["children"]["k8s_cluster"]["children"][
-            "workers"
-        ]["hosts"]
+        not in yaml.safe_load(testbed.inventory.read_text())["all"]["children"]["k8s_cluster"]["children"]["workers"][
+            "hosts"
+        ]
     )
 
 
@@ -140,7 +141,7 @@ def test_ansible_reaches_every_machine(testbed):
     result = ping(testbed.inventory)
     assert result.rc == 0, result.stdout[-2000:]
     assert reachable_hosts(result) == set(testbed.hosts)
-    inventory = tb.yaml.safe_load(testbed.inventory.read_text())
+    inventory = yaml.safe_load(testbed.inventory.read_text())
     children = inventory["all"]["children"]["k8s_cluster"]["children"]
     assert list(children["control_plane"]["hosts"]) == [f"{tb.ROLE_PREFIX[tb.CONTROL_PLANE]}1"]
     assert inventory["all"]["vars"]["anvil_testbed"] is True

@@ -21,11 +21,15 @@ COLLECTIONS_DIR = REPO_ROOT / "build" / "collections"
 
 
 def ensure_collection_link() -> Path:
-    """Expose the repository as ansible_collections/anvil/cluster (what `make setup` also does)."""
+    """Expose the repository as ansible_collections/anvil/cluster (what `make setup` also does) and put
+    that tree on sys.path: tests import the collection's code as ansible_collections.anvil.cluster,
+    exactly as Ansible loads it (never as `plugins.`, which would be a second copy of every module)."""
     link = COLLECTIONS_DIR / "ansible_collections" / "anvil" / "cluster"
     link.parent.mkdir(parents=True, exist_ok=True)
     if not link.is_symlink():
         link.symlink_to(REPO_ROOT)
+    if str(COLLECTIONS_DIR) not in sys.path:
+        sys.path.insert(0, str(COLLECTIONS_DIR))
     return COLLECTIONS_DIR
 
 
@@ -79,6 +83,20 @@ class PlaybookResult:
             names = [t["task"]["name"] for t in self.tasks]
             raise KeyError(f"no result for task {task_name!r} on {host}; tasks were: {names}")
         return found
+
+
+def kube_play(task: dict[str, Any], kubeconfig: str | Path) -> list[dict[str, Any]]:
+    """One play on localhost (no facts) running `task`, whose Kubernetes modules (anvil.cluster's and
+    kubernetes.core's action groups) talk to the cluster of `kubeconfig`."""
+    defaults = {"kubeconfig": str(kubeconfig)}
+    return [
+        {
+            "hosts": "localhost",
+            "gather_facts": False,
+            "module_defaults": {"group/anvil.cluster.k8s": defaults, "group/kubernetes.core.k8s": defaults},
+            "tasks": [task],
+        }
+    ]
 
 
 def run_playbook(

@@ -1,4 +1,4 @@
-"""Fixtures for integration tests against the local Kubernetes API (tools/kube_api.py).
+"""Fixtures for integration tests against the local Kubernetes API (tools/kube_api).
 
 `kube_api` (session scope) starts etcd + kube-apiserver + kube-controller-manager + kube-scheduler on
 127.0.0.1:16443 with kwok simulating nodes, or reuses the instance that is already running (several
@@ -7,6 +7,8 @@ never stop it from a test). The node count comes from ANVIL_KUBE_API_NODES (defa
 instance with more nodes is reused as is, one with fewer is scaled up. An instance this session started
 is stopped at its end unless ANVIL_KUBE_API_KEEP=1; one that was already running is left running.
 If the binaries are not built the fixture FAILS and says to run `make artifacts-api`.
+ANVIL_KUBE_API_INSTANCE / ANVIL_KUBE_API_PORT_OFFSET select a private instance instead (its own ports,
+state directory and kubeconfigs), as they do for `python -m tools.kube_api` and the make targets.
 
 What the simulated cluster does (tools/kwok/stages.yaml):
 - nodes `kwok-node-<i>` are Ready, untainted, labelled `type=kwok`,
@@ -30,13 +32,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
+from tests.helpers.kube import wait_for_default_service_account
+from tests.helpers.wait import wait_until
 from tools import kube_api as kapi
 
 
@@ -81,27 +83,10 @@ class KubeAPI:
         kapi.delete_nodes(self.instance, names)
 
 
-def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll `check` until it returns a truthy value (returned); fail the test with `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = check()
-            if value:
-                return value
-        except Exception as e:  # keep polling; report the last error on timeout
-            last_error = e
-        time.sleep(interval)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}" + (f" (last error: {last_error})" if last_error else "")
-    )
-
-
 @pytest.fixture(scope="session")
 def kube_api():
     nodes = int(os.environ.get("ANVIL_KUBE_API_NODES", "3"))
-    inst = kapi.DEFAULT
+    inst = kapi.from_env()  # ANVIL_KUBE_API_INSTANCE / ANVIL_KUBE_API_PORT_OFFSET: a private instance
     was_running = kapi.is_healthy(inst)
     try:
         kapi.up(inst, nodes, allow_shrink=False)
@@ -134,15 +119,7 @@ def namespace(kube_api, request):
     core.create_namespace(
         k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=name, labels={"anvil.test/namespace": "true"}))
     )
-
-    def has_sa() -> bool:
-        try:
-            core.read_namespaced_service_account("default", name)
-            return True
-        except ApiException:
-            return False
-
-    wait_until(has_sa, 30, f"ServiceAccount default in namespace {name}")
+    wait_for_default_service_account(core, name, 30)
     yield name
     try:
         core.delete_namespace(name, propagation_policy="Background")

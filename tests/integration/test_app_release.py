@@ -7,24 +7,17 @@ failed upgrade is produced.
 from __future__ import annotations
 
 import copy
-import importlib
 import os
 import shutil
-import sys
 import threading
-import time
 from pathlib import Path
 
 import yaml
+from ansible_collections.anvil.cluster.plugins.module_utils import release_store as store
 from kubernetes import client
 
-from tests.helpers.ansible import COLLECTIONS_DIR, run_playbook
-
-# The collection is importable as ansible_collections.anvil.cluster from build/collections (tests/conftest.py
-# creates the link); the integration conftest is not ours, so put that path first here.
-if str(COLLECTIONS_DIR) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS_DIR))
-store = importlib.import_module("ansible_collections.anvil.cluster.plugins.module_utils.release_store")
+from tests.helpers.ansible import run_playbook
+from tests.helpers.wait import wait_until
 
 MODULE = "anvil.cluster.app_release"
 
@@ -272,9 +265,7 @@ def test_concurrent_run_is_refused_and_stale_lock_recovered(kube_api, namespace)
     slow = threading.Thread(target=lambda: outcome.update(r=release(kube_api, namespace, definitions=BAD, timeout=40)))
     slow.start()
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and statuses(kube_api, namespace).get(2) != "pending-upgrade":
-            time.sleep(0.5)
+        wait_until(lambda: statuses(kube_api, namespace).get(2) == "pending-upgrade", 60, "revision 2 pending-upgrade")
         assert statuses(kube_api, namespace).get(2) == "pending-upgrade"
         second = release(kube_api, namespace, definitions=V2)
         assert second.get("failed") and "is locked: revision 2 is pending-upgrade" in second["msg"]

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
-from tests.integration.conftest import wait_until
+from tests.helpers.wait import wait_until
 from tools import kube_api as kapi
 
 

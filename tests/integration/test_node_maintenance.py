@@ -7,22 +7,13 @@ on them, and its pods tolerate that taint), so tests sharing the API server are 
 from __future__ import annotations
 
 import json
-import sys
 import threading
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.helpers.ansible import COLLECTIONS_DIR, REPO_ROOT, ensure_collection_link, run_playbook
-
-ensure_collection_link()
-if str(COLLECTIONS_DIR) not in sys.path:
-    sys.path.insert(0, str(COLLECTIONS_DIR))
-
 from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
     ANN_BY,
     ANN_REASON,
@@ -32,6 +23,8 @@ from ansible_collections.anvil.cluster.plugins.module_utils.drain import (
 )
 from ansible_collections.anvil.cluster.plugins.module_utils.k8s.client import ApiError, KubeClient
 
+from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.wait import wait_until
 from tools.kube_api import node_manifest, node_ready
 
 POOL = "node-maintenance"
@@ -39,18 +32,6 @@ GROUP_LABEL = "anvil.test/nm-group"
 TAINT = {"key": "anvil.test/node-maintenance", "value": "true", "effect": "NoSchedule"}
 TASK = "node maintenance"
 MODULE_ANNOTATIONS = {ANN_BY, ANN_REASON, ANN_SINCE, ANN_TAINTS}
-
-
-def wait_for(what, condition, timeout=60.0, interval=0.2):
-    """Poll `condition` until it returns a truthy value, or fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -74,7 +55,7 @@ def nodes(kube_api, rest):
         for name in names:
             rest.client.request("POST", "/api/v1/nodes", body=node_manifest(name, POOL, {GROUP_LABEL: group}, [TAINT]))
             created.append(name)
-        wait_for(f"nodes {names} Ready", lambda: all(node_ready(rest.get_node(n)) for n in names))
+        wait_until(lambda: all(node_ready(rest.get_node(n)) for n in names), 60, f"nodes {names} Ready")
         return names
 
     make.group = group
@@ -143,7 +124,7 @@ def create_pdb(rest, ns, name, app, **spec):
         status = pdb.get("status") or {}
         return status.get("observedGeneration") == pdb["metadata"]["generation"] and status.get("expectedPods")
 
-    wait_for(f"PDB {name} observed by the disruption controller", observed)
+    wait_until(observed, 60, f"PDB {name} observed by the disruption controller")
 
 
 def pdb_allows(rest, ns, name):
@@ -181,7 +162,7 @@ def wait_running(rest, ns, app, count, node=None, *, phase="Running"):
         ]
         return found if len(found) == count else None
 
-    return wait_for(f"{count} {phase} pod(s) of {app}", check)
+    return wait_until(check, 60, f"{count} {phase} pod(s) of {app}")
 
 
 def keys(pod_list):
@@ -239,7 +220,9 @@ def test_drain_mixed_workloads_then_idempotent_then_uncordon_removes_only_ours(k
     assert json.loads(ann[ANN_TAINTS]) == [extra]
     assert extra in node["spec"]["taints"]
     # The StatefulSet pod came back under the same name with a new UID: the drain still counted it gone.
-    new_db = wait_for("db-0 recreated", lambda: [p for p in pods(rest, ns, "db") if p["spec"].get("nodeName") == spare])
+    new_db = wait_until(
+        lambda: [p for p in pods(rest, ns, "db") if p["spec"].get("nodeName") == spare], 60, "db-0 recreated"
+    )
     assert new_db[0]["metadata"]["uid"] != db0["metadata"]["uid"]
 
     again = maintain(
@@ -301,7 +284,7 @@ def test_budget_blocks_until_replacement_is_ready_then_drain_succeeds(kube_api, 
     create(rest, ns, "Deployment", "web", nodes.group, replicas=2)
     web = wait_running(rest, ns, "web", 2, target)
     create_pdb(rest, ns, "web", "web", maxUnavailable=1)
-    wait_for("the budget to allow exactly one disruption", lambda: pdb_allows(rest, ns, "web") == 1)
+    wait_until(lambda: pdb_allows(rest, ns, "web") == 1, 60, "the budget to allow exactly one disruption")
 
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(maintain, kube_api, name=target, state="drained", timeout=120)
@@ -316,7 +299,7 @@ def test_budget_blocks_until_replacement_is_ready_then_drain_succeeds(kube_api, 
             ]
             return pending and len(kept) == 1 and not future.done()
 
-        wait_for("a pending replacement while the budget keeps the other pod on the node", held_by_budget)
+        wait_until(held_by_budget, 60, "a pending replacement while the budget keeps the other pod on the node")
         (spare,) = nodes(1)
         res = future.result(timeout=180)
     assert not res.get("failed"), res.get("msg")
@@ -410,14 +393,14 @@ def test_grace_period_zero_is_honoured(kube_api, rest, nodes, ns):
     seen, stop = {}, threading.Event()
     watcher = threading.Thread(target=_watch_grace_periods, args=(kube_api, ns, seen, stop), daemon=True)
     watcher.start()
-    wait_for("the watch to start", lambda: seen)  # initial ADDED events
+    wait_until(lambda: seen, 60, "the watch to start")  # initial ADDED events
 
     res = maintain(kube_api, name=fast, state="drained", grace_period=0)
     assert not res.get("failed"), res.get("msg")
     res = maintain(kube_api, name=slow, state="drained")  # control: the pods' own 77 s applies
     assert not res.get("failed"), res.get("msg")
     gone = [p["metadata"]["name"] for p in fast_pods + slow_pods]
-    wait_for("DELETED events", lambda: all(any(t == "DELETED" for t, _ in seen.get(n, ())) for n in gone))
+    wait_until(lambda: all(any(t == "DELETED" for t, _ in seen.get(n, ())) for n in gone), 60, "DELETED events")
     stop.set()
     for p in fast_pods:
         assert {g for _, g in seen[p["metadata"]["name"]]} <= {None, 0}, seen[p["metadata"]["name"]]

@@ -18,7 +18,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
-from tests.integration.conftest import wait_until
+from tests.helpers.kube import wait_for_default_service_account
+from tests.helpers.wait import wait_until
 
 MODULE = "anvil.cluster.tenant"
 TENANT_LABEL = "anvil.cluster/tenant"
@@ -82,16 +83,7 @@ def namespace_exists(kube_api, name):
 
 
 def wait_for_default_sa(kube_api, namespace):
-    api = core(kube_api)
-
-    def has_sa():
-        try:
-            api.read_namespaced_service_account("default", namespace)
-            return True
-        except ApiException:
-            return False
-
-    wait_until(has_sa, 60, f"ServiceAccount default in {namespace}")
+    wait_for_default_service_account(core(kube_api), namespace, 60)
 
 
 def subjects(kube_api, namespace, role):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from plugins.module_utils import host_probe as hp
+from ansible_collections.anvil.cluster.plugins.module_utils import host_probe as hp
 
 DPKG_STATUS = """\
 Package: containerd

@@ -1,4 +1,4 @@
-"""Unit tests of the pure parts of tools/kube_api.py: binary lookup, PKI, kubeconfigs, command lines,
+"""Unit tests of the pure parts of tools/kube_api: binary lookup, PKI, kubeconfigs, command lines,
 node manifests and scaling plans, process bookkeeping, and the kwok stages file."""
 
 from __future__ import annotations
@@ -301,9 +301,11 @@ def test_is_healthy_false_without_all_processes(inst):
 
 
 def test_cli_env_prints_export(tmp_path):
-    env = {**os.environ, "ANVIL_STATE": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANVIL_KUBE_API_")}
+    env["ANVIL_STATE"] = str(tmp_path)
     out = subprocess.run(
-        [sys.executable, str(kapi.REPO_ROOT / "tools" / "kube_api.py"), "env"],
+        [sys.executable, "-m", "tools.kube_api", "env"],
+        cwd=kapi.REPO_ROOT,
         capture_output=True,
         text=True,
         env=env,

@@ -3,8 +3,7 @@
 import subprocess
 
 import pytest
-
-from plugins.module_utils import lifecycle as lc
+from ansible_collections.anvil.cluster.plugins.module_utils import lifecycle as lc
 
 
 def members(*spec):

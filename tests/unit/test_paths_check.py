@@ -7,8 +7,7 @@ import os
 import pwd
 
 import pytest
-
-from plugins.module_utils import paths_check as pc
+from ansible_collections.anvil.cluster.plugins.module_utils import paths_check as pc
 
 
 def _sha(data: bytes) -> str:
@@ -106,8 +105,7 @@ def test_observe_reads_owner_names_and_small_chunks(tmp_path):
 
 def test_want_path_filter_looks_up_checksums_by_base_name():
     from ansible.errors import AnsibleFilterError
-
-    from plugins.filter.want_path import want_path
+    from ansible_collections.anvil.cluster.plugins.filter.want_path import want_path
 
     assert want_path("/usr/local/bin/kubelet", "file", "0755", checksums={"kubelet": "ab" * 32}) == {
         "path": "/usr/local/bin/kubelet",
@@ -124,8 +122,7 @@ def test_want_path_filter_looks_up_checksums_by_base_name():
 
 def test_want_path_filter_digests_content_like_the_file_it_becomes(tmp_path):
     from ansible.errors import AnsibleFilterError
-
-    from plugins.filter.want_path import want_path
+    from ansible_collections.anvil.cluster.plugins.filter.want_path import want_path
 
     text = "KUBELET_EXTRA_ARGS=--node-ip=198.18.0.11 é\n"
     target = tmp_path / "kubelet"

@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-
-from plugins.module_utils.preflight_checks import CHECKS, evaluate, format_problems
+from ansible_collections.anvil.cluster.plugins.module_utils.preflight_checks import CHECKS, evaluate, format_problems
 
 NOW = 1_800_000_000.0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 
-from plugins.module_utils import preflight_facts as pf
+from ansible_collections.anvil.cluster.plugins.module_utils import preflight_facts as pf
 
 PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1111 1 0 20 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.testbed import testbed as tb
+from tools import testbed as tb
+from tools.testbed import inventory
 
 
 def test_detects_the_archive_from_deb822_sources(tmp_path, monkeypatch):
@@ -48,7 +49,7 @@ def test_machine_names_put_control_planes_first():
 
 
 def test_inventory_has_the_groups_and_connection_settings(tmp_path, monkeypatch):
-    monkeypatch.setattr(tb, "INVENTORY", tmp_path / "hosts.yml")
+    monkeypatch.setattr(inventory, "INVENTORY", tmp_path / "hosts.yml")  # where write_inventory writes
     machines = [
         tb.Machine("anvil-cp1", tb.CONTROL_PLANE, "198.18.0.11"),
         tb.Machine("anvil-w1", tb.WORKERS, "198.18.0.12"),

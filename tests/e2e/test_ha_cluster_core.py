@@ -1,7 +1,7 @@
 """HA: 3 control planes + 1 worker; lose the first control plane, the API is still served.
 
-Not collected by `make e2e` (it needs a different testbed shape): `make e2e-ha` boots 4 machines
-with 3 control planes and runs this file explicitly.
+Marked `ha`: `make e2e` deselects it (`-m "not ha"`) because it needs a different testbed shape;
+`make e2e-ha` selects it (`-m ha`), and the module fixture boots 4 machines with 3 control planes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,9 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.testbed import Testbed
+from tests.helpers.wait import wait_until
+from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
@@ -22,37 +25,16 @@ WORK = REPO_ROOT / "build" / "e2e-ha"
 # admin.conf on a control plane points at 127.0.0.1:8443: that node's local load balancer.
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=10s"
 
+pytestmark = pytest.mark.ha
+
 
 def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
-    proc = testbed.exec(node, cmd)
-    rc = getattr(proc, "returncode", 0)
-    out = getattr(proc, "stdout", proc)
-    out = out.decode() if isinstance(out, bytes) else str(out)
-    if check and rc != 0:
-        raise AssertionError(f"{node}: {cmd!r} failed rc={rc}: {out} {getattr(proc, 'stderr', '')}")
-    return out
-
-
-def poll(fn, timeout: float, what: str, interval: float = 2.0):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-            if last:
-                return last
-        except AssertionError as exc:
-            last = exc
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last}")
+    return testbed.exec(node, cmd, check=check).stdout
 
 
 @pytest.fixture(scope="module")
 def testbed(mirror):
     """Its own shape: 3 control planes + 1 worker (the session fixture boots 1 control plane)."""
-    from tests.e2e.conftest import Testbed
-    from tests.testbed import testbed as tb
-
     tb.down()
     bed = Testbed(inventory=tb.INVENTORY)
     bed.up(4, 3)
@@ -113,8 +95,8 @@ def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
         )
         assert "unreachable" in out, out
         # Served through the local load balancer of the surviving nodes (and of the worker).
-        poll(lambda: sh(testbed, second, f"{KUBECTL} get --raw /readyz").strip() == "ok", 90, "API via cp2's LB")
-        poll(
+        wait_until(lambda: sh(testbed, second, f"{KUBECTL} get --raw /readyz").strip() == "ok", 90, "API via cp2's LB")
+        wait_until(
             lambda: "ok" in sh(testbed, worker, "curl -sk --max-time 5 https://127.0.0.1:8443/readyz", check=False),
             90,
             "API via the worker's LB",
@@ -135,7 +117,7 @@ def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
             },
         }
         sh(testbed, second, f"echo '{json.dumps(manifest)}' | {KUBECTL} apply -f -")
-        poll(
+        wait_until(
             lambda: (
                 json.loads(sh(testbed, second, f"{KUBECTL} -n default get deploy ha-probe -o json"))["status"].get(
                     "readyReplicas"
@@ -148,7 +130,7 @@ def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
     finally:
         testbed.start(first)
     restarted = time.time()
-    poll(lambda: first in _ready_nodes(testbed, second), 300, "the first control plane to be Ready")
+    wait_until(lambda: first in _ready_nodes(testbed, second), 300, "the first control plane to be Ready")
 
     def lease_renewed_after_restart() -> bool:
         lease = json.loads(sh(testbed, second, f"{KUBECTL} -n kube-node-lease get lease {first} -o json"))
@@ -156,8 +138,8 @@ def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
         stamp = time.mktime(time.strptime(renewed.split(".")[0], "%Y-%m-%dT%H:%M:%S")) - time.timezone
         return stamp > restarted
 
-    poll(lease_renewed_after_restart, 300, "the restarted control plane's kubelet to renew its lease")
-    poll(
+    wait_until(lease_renewed_after_restart, 300, "the restarted control plane's kubelet to renew its lease")
+    wait_until(
         lambda: (
             sh(testbed, second, f"{KUBECTL} --server https://{first_ip}:6443 get --raw /readyz", check=False).strip()
             == "ok"

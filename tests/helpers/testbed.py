@@ -1,0 +1,83 @@
+"""The e2e tests' handle on testbed machines (tools/testbed), and what a testbed adds to the host."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tools import testbed as tb
+
+
+def host_snapshot() -> dict[str, set[str]]:
+    """What the testbed adds to the host: its veths and bridge, mounts, processes, cgroups, machine dirs.
+    (Scoped to this testbed: other engineers' bridges or mounts on a shared host are not its business.)"""
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    names = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines()}
+    mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+    return {
+        "veths": {n for n in names if n.startswith("vb-") and any(n == m.veth for m in tb.load_machines())}
+        | {n for n in names if n.startswith("vb-" + tb.NAME_PREFIX)},
+        "bridge": {n for n in names if n == tb.BRIDGE},
+        "mounts": {
+            m
+            for m in mounts
+            if m.startswith(str(tb.TESTBED_DIR) + "/")
+            or (m.startswith("/run/systemd/nspawn/") and f"/{tb.NAME_PREFIX}" in m)  # nspawn's, of our machines
+        },
+        "processes": {f"{pid} {' '.join(tb.cmdline(pid))[:80]}" for pid in tb.machine_process_ids(None)},
+        "cgroups": {str(cg.parent) for cg in tb.machine_cgroup_paths("-") if cg.parent.exists()},
+        "machine_dirs": {str(p) for p in tb.MACHINES_DIR.glob("*")} if tb.MACHINES_DIR.exists() else set(),
+    }
+
+
+@dataclass
+class Testbed:
+    """Handle on the session's machines, for tests."""
+
+    inventory: Path
+    hosts: dict[str, str] = field(default_factory=dict)
+    up_seconds: float = 0.0
+    created: bool = False
+    clean_host: dict[str, set[str]] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        self.hosts = {m.name: m.ip for m in tb.load_machines()}
+
+    def machine(self, name: str) -> tb.Machine:
+        return tb.get_machine(name)
+
+    def exec(self, name: str, cmd: str | list[str], check: bool = False, timeout: float = 300):
+        """Run a command inside a machine (no ssh): a string runs through /bin/sh -c, a list as argv.
+        Returns the CompletedProcess (text stdout/stderr); check=True raises on a non-zero exit."""
+        command = [cmd] if isinstance(cmd, str) else list(cmd)
+        proc = tb.exec_in(tb.get_machine(name), command, capture=True, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{name}: {command} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def stop(self, name: str) -> None:
+        tb.stop(name)
+
+    def start(self, name: str) -> None:
+        tb.start(name)
+
+    def add(self, name: str, role: str | None = None) -> str:
+        machine = tb.add(name, role)
+        self.refresh()
+        return machine.ip
+
+    def remove(self, name: str) -> None:
+        tb.remove(name)
+        self.refresh()
+
+    def up(self, nodes: int, control_planes: int = 1) -> float:
+        started = time.monotonic()
+        tb.up(nodes, control_planes)
+        self.refresh()
+        return time.monotonic() - started
+
+    def down(self) -> None:
+        tb.down()
+        self.refresh()
