@@ -30,7 +30,7 @@ run() {  # tree label bench
   esac
   echo "=== $bench @ $label ($(git -C "$tree" rev-parse --short HEAD)$( [ "$tree" = "$here" ] && ! git -C "$here" diff --quiet HEAD && echo '+changes')); load $(cut -d' ' -f1-3 /proc/loadavg)"
   (cd "$tree" && PYTHONPATH="$tree" ANSIBLE_COLLECTIONS_PATH="$tree/build/collections" \
-    ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true "$python" "tests/bench/bench_$bench.py" "${args[@]}")
+    ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true "$python" -m "tests.bench.bench_$bench" "${args[@]}")
 }
 
 for bench in "${benches[@]}"; do
