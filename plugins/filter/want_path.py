@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: anvil.cluster contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Build one entry of the paths_check module's `paths` option from a path."""
+"""Build one entry of the host_state module's `paths` option from a path."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,11 +9,11 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: want_path
-short_description: The wanted state of one path, for the paths_check module
+short_description: The wanted state of one path, for the host_state module
 version_added: 0.1.0
 description:
   - Turns a path into a C({path, state, mode, owner, group[, sha256]}) entry for
-    M(anvil.cluster.paths_check), so roles can map a list of paths in one expression.
+    M(anvil.cluster.host_state), so roles can map a list of paths in one expression.
   - With O(checksums), the file's SHA-256 digest is looked up by the path's base name.
   - With O(content), the digest is that of the given text (UTF-8), for files a role writes from a
     template or a string. The role renders it on the controller, compares on the host and writes only
@@ -49,13 +49,13 @@ options:
 
 EXAMPLES = r"""
 - name: Verify binaries against the versions manifest
-  anvil.cluster.paths_check:
+  anvil.cluster.host_state:
     paths: >-
       {{ ['/usr/local/bin/kubelet', '/usr/local/bin/kubeadm']
          | map('anvil.cluster.want_path', 'file', '0755', checksums=anvil_versions.kubernetes.sha256) }}
 
 - name: Is the rendered unit file already in place?
-  anvil.cluster.paths_check:
+  anvil.cluster.host_state:
     paths:
       - "{{ '/etc/systemd/system/kubelet.service'
             | anvil.cluster.want_path('file', '0644', content=lookup('template', 'kubelet.service.j2')) }}"
@@ -63,7 +63,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: One entry of the paths_check module's O(anvil.cluster.paths_check#module:paths) option.
+  description: One entry of the host_state module's O(anvil.cluster.host_state#module:paths) option.
   type: dict
 """
 

@@ -1,4 +1,4 @@
-"""paths_check: which paths differ from their wanted state."""
+"""host_state: which paths differ from their wanted state."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pwd
 
 import pytest
 
-from plugins.module_utils import paths_check as pc
+from plugins.module_utils import host_state as pc
 
 
 def _sha(data: bytes) -> str:

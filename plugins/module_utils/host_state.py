@@ -5,7 +5,7 @@
 
 Roles install many files and directories whose state rarely changes. One task per item costs one
 round trip (and one Python start on the host) each, also on a re-run where nothing differs. The
-paths_check module reads them all in one pass; the roles then run their ordinary file/get_url
+host_state module reads them all in one pass; the roles then run their ordinary file/get_url
 tasks only for the items reported here. (ansible.builtin.stat takes one path per call.)
 """
 
