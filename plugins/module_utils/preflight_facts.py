@@ -5,7 +5,7 @@
 
 Every function takes the raw text of a /proc or /sys file (or a path root for tests) and returns
 plain data, so the parsing is unit-testable and the module that calls it stays thin. Nothing here
-changes the host: no modprobe, no sysctl writes. Kernel features and modules are judged by
+changes the host: no modprobe, no sysctl writes. Kernel features and modules are judged in
 host_probe (kernel_probe, feature_states), the same code the host_state module uses.
 """
 
@@ -17,15 +17,6 @@ import gzip
 import os
 import re
 import socket
-
-# Kernel modules and features: one implementation (host_probe), shared with the host_state module.
-from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import (  # noqa: F401 (re-exported)
-    KERNEL_FEATURES,
-    feature_states,
-    kernel_probe,
-    module_names,
-    parse_kconfig,
-)
 
 TCP_LISTEN = "0A"
 
