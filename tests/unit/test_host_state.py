@@ -165,7 +165,10 @@ def test_plan_lists_what_the_role_changes_and_whether_anything_differs():
     # admin.conf is only compared (apply none); the kubelet is only to be enabled, and it is.
     assert planned["files"] == [files[0]]
     assert planned["services"] == [services[0]]
-    assert planned["running"] == ["haproxy", "containerd"]
+    # Running ones, and the ones wanted running (a fresh package may have started one): not the kubelet.
+    assert planned["restartable"] == ["haproxy", "containerd"]
+    fresh = dict(result, services={"haproxy": {"active": "inactive", "unit_file": ""}})
+    assert pc.plan(fresh, files, services)["restartable"] == ["haproxy", "containerd"]
     assert planned["differs"] is True
     settled = dict(result, mismatched=["/etc/kubernetes/admin.conf"])
     settled["services"] = dict(result["services"], haproxy={"active": "active", "unit_file": "enabled"})
