@@ -5,7 +5,8 @@
 
 Every function takes the raw text of a /proc or /sys file (or a path root for tests) and returns
 plain data, so the parsing is unit-testable and the module that calls it stays thin. Nothing here
-changes the host: no modprobe, no sysctl writes.
+changes the host: no modprobe, no sysctl writes. Kernel features and modules are judged in
+host_probe (kernel_probe, feature_states), the same code the host_state module uses.
 """
 
 from __future__ import absolute_import, division, print_function
@@ -16,24 +17,6 @@ import gzip
 import os
 import re
 import socket
-
-# Kernel features Kubernetes nodes need: name -> (Kconfig symbols, any of which is enough; module
-# name; a /proc or /sys path whose presence proves the feature is active).
-KERNEL_FEATURES = {
-    "overlay": (("CONFIG_OVERLAY_FS",), "overlay", None),
-    "br_netfilter": (("CONFIG_BRIDGE_NETFILTER",), "br_netfilter", "/proc/sys/net/bridge"),
-    "bridge": (("CONFIG_BRIDGE",), "bridge", None),
-    "veth": (("CONFIG_VETH",), "veth", None),
-    "nf_conntrack": (("CONFIG_NF_CONNTRACK",), "nf_conntrack", "/proc/sys/net/netfilter/nf_conntrack_max"),
-    "netfilter_nat": (("CONFIG_NF_NAT", "CONFIG_IP_NF_NAT", "CONFIG_NFT_NAT"), "nf_nat", None),
-    "iptables": (("CONFIG_NF_TABLES", "CONFIG_IP_NF_IPTABLES"), "nf_tables", None),
-    "vxlan": (("CONFIG_VXLAN",), "vxlan", None),
-    # Needed only by some choices (kube-proxy IPVS mode, IPIP/WireGuard CNIs, Kube-OVN's datapath).
-    "ip_vs": (("CONFIG_IP_VS",), "ip_vs", "/proc/net/ip_vs"),
-    "ipip": (("CONFIG_NET_IPIP",), "ipip", None),
-    "wireguard": (("CONFIG_WIREGUARD",), "wireguard", None),
-    "openvswitch": (("CONFIG_OPENVSWITCH",), "openvswitch", None),
-}
 
 TCP_LISTEN = "0A"
 
@@ -60,30 +43,6 @@ def parse_meminfo(text):
         if match:
             out[match.group(1)] = int(match.group(2))
     return out
-
-
-def parse_kconfig(text, symbols):
-    """Kernel .config text -> {symbol: 'y'|'m'} for the requested symbols that are set."""
-    wanted = set(symbols)
-    out = {}
-    for line in text.splitlines():
-        match = re.match(r"^(CONFIG_\w+)=(y|m)$", line.strip())
-        if match and match.group(1) in wanted:
-            out[match.group(1)] = match.group(2)
-    return out
-
-
-def module_names(text):
-    """modules.builtin / modules.dep text -> set of module names (dashes normalised to underscores)."""
-    names = set()
-    for line in text.splitlines():
-        path = line.split(":", 1)[0].strip()
-        if not path:
-            continue
-        base = os.path.basename(path)
-        base = re.sub(r"\.ko(\.(xz|gz|zst))?$", "", base)
-        names.add(base.replace("-", "_"))
-    return names
 
 
 def parse_listening_tcp(text):
@@ -123,63 +82,6 @@ def _read(path, default=None):
             return handle.read()
     except OSError:
         return default
-
-
-def kernel_probe(root="/", release=None):
-    """Raw kernel facts: which Kconfig symbols are set, which modules are loaded/built in/available."""
-    release = release or os.uname()[2]
-    symbols = sorted({s for feature in KERNEL_FEATURES.values() for s in feature[0]})
-    config_text = _read(os.path.join(root, "proc/config.gz")) or _read(os.path.join(root, "boot/config-" + release))
-    moddir = os.path.join(root, "lib/modules", release)
-    builtin_text = _read(os.path.join(moddir, "modules.builtin"))
-    dep_text = _read(os.path.join(moddir, "modules.dep"))
-    sys_module = os.path.join(root, "sys/module")
-    loaded = set()
-    for feature in KERNEL_FEATURES.values():
-        if os.path.isdir(os.path.join(sys_module, feature[1])):
-            loaded.add(feature[1])
-    active_paths = {}
-    for name, feature in KERNEL_FEATURES.items():
-        if feature[2]:
-            active_paths[name] = os.path.exists(os.path.join(root, feature[2].lstrip("/")))
-    filesystems = _read(os.path.join(root, "proc/filesystems"), "")
-    return {
-        "config_available": config_text is not None,
-        "config": parse_kconfig(config_text or "", symbols),
-        "modules_supported": os.path.exists(os.path.join(root, "proc/modules")),
-        "modules_builtin": sorted(module_names(builtin_text)) if builtin_text is not None else None,
-        "modules_available": sorted(module_names(dep_text)) if dep_text is not None else None,
-        "modules_loaded": sorted(loaded),
-        "active": active_paths,
-        "filesystems": sorted({line.split()[-1] for line in filesystems.splitlines() if line.strip()}),
-    }
-
-
-def feature_states(probe):
-    """Kernel probe -> {feature: 'active'|'builtin'|'module'|'missing'|'unknown'}.
-
-    'module' means the feature is a loadable module that os_prepare will load; 'unknown' means the
-    host exposes neither a kernel config nor module lists, so nothing can be concluded.
-    """
-    states = {}
-    builtin = set(probe.get("modules_builtin") or [])
-    available = set(probe.get("modules_available") or [])
-    loaded = set(probe.get("modules_loaded") or [])
-    config = probe.get("config") or {}
-    for name, (symbols, module, _path) in KERNEL_FEATURES.items():
-        if probe.get("active", {}).get(name) or module in loaded:
-            states[name] = "active"
-        elif name == "overlay" and "overlay" in probe.get("filesystems", []):
-            states[name] = "active"
-        elif any(config.get(s) == "y" for s in symbols) or module in builtin:
-            states[name] = "builtin"
-        elif (any(config.get(s) == "m" for s in symbols) or module in available) and probe.get("modules_supported"):
-            states[name] = "module"
-        elif probe.get("config_available") or probe.get("modules_builtin") is not None:
-            states[name] = "missing"
-        else:
-            states[name] = "unknown"
-    return states
 
 
 def listening_ports(root="/"):

@@ -124,6 +124,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 from ansible_collections.anvil.cluster.plugins.module_utils import preflight_facts as pf
+from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import feature_states, kernel_probe
 
 
 def _probe(url, module):
@@ -168,7 +169,7 @@ def main():
         supports_check_mode=True,
     )
     meminfo = pf.parse_meminfo(_read("/proc/meminfo"))
-    probe = pf.kernel_probe()
+    probe = kernel_probe()
     ip_rc, ip_out, _err = module.run_command(["ip", "-o", "-4", "addr", "show"])
     facts = {
         "hostname": pf.host_identity()["hostname"],
@@ -183,7 +184,7 @@ def main():
         "kernel_release": os.uname()[2],
         "cgroup_version": 2 if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else 1,
         "kernel": probe,
-        "kernel_features": pf.feature_states(probe),
+        "kernel_features": feature_states(probe),
         "listening_ports": {str(k): v for k, v in pf.listening_ports().items()},
         "ipv4": pf.parse_ipv4_addresses(ip_out) if ip_rc == 0 else [],
         "nameservers": pf.parse_resolv_conf(_read("/etc/resolv.conf")),

@@ -410,6 +410,13 @@ def test_rerun_changes_nothing(testbed, cluster):
     print(f"\nsite.yml re-run: {second_time:.1f} s vs first {cluster['first_time']:.1f} s")
 
 
+def _item_label(item) -> str:
+    """The path or service a loop item of the host-state pass stands for."""
+    if isinstance(item, dict):
+        return item.get("want", {}).get("path") or item.get("name") or str(item)
+    return str(item)
+
+
 def test_rerun_repairs_drift_and_only_that(testbed, groups, cluster):
     """A re-run restores a changed binary mode, a corrupted CNI plugin, an edited config file, a live
     kernel parameter, a line taken out of the /etc/hosts block and a disabled service on one worker (the
@@ -426,16 +433,22 @@ def test_rerun_repairs_drift_and_only_that(testbed, groups, cluster):
     sh(testbed, node, "systemctl disable -q haproxy")
     repair = run_playbook(SITE, inventory=testbed.inventory, extra_vars=base_vars())
     assert repair.rc == 0, repair.stdout[-3000:]
+    # The host-state pass changes items by type (one task per type), so each change is named by its task
+    # and the item it changed: the path, the service, or "" for a task without a loop.
     changed = sorted(
-        (t["task"]["name"].split(" : ")[-1], h) for t in repair.tasks for h, r in t["hosts"].items() if r.get("changed")
+        (t["task"]["name"].split(" : ")[-1], h, label)
+        for t in repair.tasks
+        for h, r in t["hosts"].items()
+        if r.get("changed")
+        for label in ([_item_label(i["item"]) for i in r["results"] if i.get("changed")] if "results" in r else [""])
     )
     assert changed == [
-        ("Add the cluster's hosts to /etc/hosts", node),
-        ("Apply the kernel parameters that differ", node),
-        ("Configure crictl (and ctr users) for containerd's CRI socket", node),
-        ("Install CNI reference plugins from the mirror", node),
-        ("Install Kubernetes binaries from the mirror", node),
-        ("Start the local API load balancer now and at boot", node),
+        ("Add the cluster's hosts to /etc/hosts", node, ""),
+        ("Apply the kernel parameters that differ", node, ""),
+        ("Download the files that differ", node, "/opt/cni/bin/loopback"),
+        ("Download the files that differ", node, "/usr/local/bin/kubectl"),
+        ("Start and enable the services that differ", node, "haproxy"),
+        ("Write the files that differ", node, "/etc/crictl.yaml"),
     ], changed
     assert sh(testbed, node, "stat -c %a /usr/local/bin/kubectl").strip() == "755"
     sums = sh(testbed, node, "sha256sum /opt/cni/bin/loopback").split()[0]

@@ -1,4 +1,4 @@
-"""host_probe: packages, systemd units, kernel parameters and modules read in the paths_check pass."""
+"""host_probe: packages, systemd units, kernel parameters and modules read in the host_state pass."""
 
 from __future__ import annotations
 
@@ -112,37 +112,48 @@ def test_differing_sysctls_normalises_whitespace_and_reports_unreadable():
     }
 
 
-def _host(paths=(), files=None):
-    files = files or {}
-    present = set(paths) | set(files)
-    return (lambda p: p in present), files.get
+def _host(root, paths=(), files=None):
+    """A host's root file system under root: directories for paths, files with content."""
+    for path in paths:
+        (root / path.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    for path, text in (files or {}).items():
+        target = root / path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return str(root)
 
 
+# The same vocabulary as the preflight checks (active, builtin, module, missing, unknown): one
+# implementation (feature_states) serves os_prepare's modprobe decision and preflight's judgement.
 @pytest.mark.parametrize(
     ("name", "paths", "files", "state"),
     [
-        ("br_netfilter", ["/sys/module/br_netfilter/initstate", "/sys/module/br_netfilter"], {}, "loaded"),
-        ("nf-conntrack", ["/sys/module/nf_conntrack"], {}, "builtin"),
+        ("br_netfilter", ["/sys/module/br_netfilter"], {"/sys/module/br_netfilter/initstate": "live\n"}, "active"),
+        ("nf-conntrack", ["/sys/module/nf_conntrack"], {}, "active"),
+        ("overlay", [], {"/lib/modules/6.1.0/modules.builtin": "kernel/fs/overlayfs/overlay.ko\n"}, "builtin"),
+        ("br_netfilter", ["/proc/sys/net/bridge"], {}, "active"),
+        ("overlay", [], {"/proc/filesystems": "nodev\tsysfs\nnodev\toverlay\n"}, "active"),
+        # Nothing readable about the kernel: no conclusion.
+        ("overlay", [], {"/proc/filesystems": "nodev\tsysfs\n"}, "unknown"),
+        ("ip_vs", [], {"/lib/modules/6.1.0/modules.builtin": "kernel/x/not_ip_vs.ko\n"}, "missing"),
         (
-            "overlay",
+            "vxlan",
+            [],
+            {"/proc/modules": "", "/lib/modules/6.1.0/modules.dep": "kernel/drivers/net/vxlan/vxlan.ko.xz:\n"},
+            "module",
+        ),
+        # Listed as a module, but this kernel cannot load modules (no /proc/modules).
+        (
+            "vxlan",
             [],
             {
-                "/proc/sys/kernel/osrelease": "6.1.0\n",
-                "/lib/modules/6.1.0/modules.builtin": "kernel/fs/overlayfs/overlay.ko\n",
+                "/lib/modules/6.1.0/modules.builtin": "",
+                "/lib/modules/6.1.0/modules.dep": "kernel/drivers/net/vxlan/vxlan.ko:\n",
             },
-            "builtin",
-        ),
-        ("br_netfilter", ["/proc/sys/net/bridge"], {}, "builtin"),
-        ("overlay", [], {"/proc/filesystems": "nodev\tsysfs\nnodev\toverlay\n"}, "builtin"),
-        ("overlay", [], {"/proc/filesystems": "nodev\tsysfs\n"}, "absent"),
-        (
-            "ip_vs",
-            [],
-            {"/proc/sys/kernel/osrelease": "6.1.0\n", "/lib/modules/6.1.0/modules.builtin": "kernel/x/not_ip_vs.ko\n"},
-            "absent",
+            "missing",
         ),
     ],
 )
-def test_module_state(name, paths, files, state):
-    exists, read = _host(paths, files)
-    assert hp.module_state(name, exists, read) == state
+def test_kernel_module_states(tmp_path, name, paths, files, state):
+    root = _host(tmp_path, paths, files)
+    assert hp.kernel_module_states([name], root=root, release="6.1.0") == {name: state}

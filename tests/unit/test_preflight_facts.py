@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 
+from ansible_collections.anvil.cluster.plugins.module_utils import host_probe as hp
 from ansible_collections.anvil.cluster.plugins.module_utils import preflight_facts as pf
 
 PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -53,7 +54,7 @@ def _root(tmp_path, *, config=None, builtin=None, dep=None, modules=True, sys_mo
         (tmp_path / "sys/module" / name).mkdir(parents=True)
     if bridge_proc:
         (tmp_path / "proc/sys/net/bridge").mkdir(parents=True)
-    return pf.feature_states(pf.kernel_probe(str(tmp_path), release))
+    return hp.feature_states(hp.kernel_probe(str(tmp_path), release))
 
 
 def test_kernel_without_modules_built_in_features(tmp_path):
@@ -89,4 +90,4 @@ def test_nothing_known_is_unknown(tmp_path):
 
 
 def test_module_names_normalise():
-    assert pf.module_names("kernel/net/nf-conntrack.ko.zst: x\n") == {"nf_conntrack"}
+    assert hp.module_names("kernel/net/nf-conntrack.ko.zst: x\n") == {"nf_conntrack"}

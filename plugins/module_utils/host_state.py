@@ -5,7 +5,7 @@
 
 Roles install many files and directories whose state rarely changes. One task per item costs one
 round trip (and one Python start on the host) each, also on a re-run where nothing differs. The
-paths_check module reads them all in one pass; the roles then run their ordinary file/get_url
+host_state module reads them all in one pass; the roles then run their ordinary file/get_url
 tasks only for the items reported here. (ansible.builtin.stat takes one path per call.)
 """
 
@@ -131,3 +131,52 @@ def check_paths(items, observe_fn=observe):
         if found:
             reasons[item["path"]] = found
     return {"mismatched": [i["path"] for i in items if i["path"] in reasons], "reasons": reasons}
+
+
+# ---- what the host_state role changes after the pass (pure; used through the host_state_plan filter) ----
+
+RUNNING = ("active", "activating", "reloading")
+NO_CHANGE = (None, "", "none")
+
+
+def plan(result, files, services):
+    """What the apply step of the host_state role changes, from the module's result.
+
+    files: the role's host_state_files ({want: {path, ...}, apply: template|copy|get_url|directory|none, ...});
+    services: host_state_services ({name, state: started, enabled: bool}). Returns
+    {'files': [items that differ and that the role changes], 'services': [services whose active or
+    unit-file state differs], 'restartable': [services to restart or reload when their files change],
+    'differs': bool}.
+    """
+    mismatched = set(result.get("mismatched") or [])
+    todo = [f for f in files if f["want"]["path"] in mismatched and f.get("apply") not in NO_CHANGE]
+    observed = result.get("services") or {}
+    services_todo = []
+    for service in services:
+        seen = observed.get(service["name"]) or {}
+        if (service.get("state") == "started" and seen.get("active") != "active") or (
+            service.get("enabled") is True and seen.get("unit_file") != "enabled"
+        ):
+            services_todo.append(service)
+    # Restarted or reloaded when one of their files changed: services that run (as the pass saw them),
+    # and services that are wanted running (a package installed by this pass may have started one with
+    # its default configuration; restarting or reloading starts a service that is not running). A service
+    # that is neither (a kubelet that has not joined yet) is left alone.
+    wanted_running = [s["name"] for s in services if s.get("state") == "started"]
+    running = [name for name, seen in observed.items() if (seen or {}).get("active") in RUNNING]
+    restartable = running + [name for name in wanted_running if name not in running]
+    differs = bool(todo or result.get("packages_missing") or result.get("sysctls_differing") or services_todo)
+    return {"files": todo, "services": services_todo, "restartable": restartable, "differs": differs}
+
+
+def restarts(changed, restartable):
+    """[{name, state: restarted|reloaded}] for the restartable services (see plan) named by the changed
+    items' restart and reload lists (a service both restarted and reloaded is restarted), in first-named
+    order."""
+    wanted = {}
+    for item in changed:
+        for key, state in (("restart", "restarted"), ("reload", "reloaded")):
+            for name in item.get(key) or []:
+                if name in restartable and wanted.get(name) != "restarted":
+                    wanted[name] = state
+    return [{"name": name, "state": state} for name, state in wanted.items()]

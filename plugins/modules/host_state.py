@@ -9,15 +9,15 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 ---
-module: paths_check
-short_description: Compare many paths, packages, services and kernel settings with their wanted state in one pass (read-only)
+module: host_state
+short_description: Read a host's files, packages, services, kernel parameters and modules in one pass, against their wanted state (read-only)
 version_added: 0.1.0
 description:
   - Reads the type, mode, owner, group and (for files with O(paths[].sha256)) the SHA-256 digest of every
     listed path and returns those that differ from the wanted state.
-  - Roles use it to run their ordinary M(ansible.builtin.file) or M(ansible.builtin.get_url) tasks only for
-    the paths that need them, so that a re-run on a host where nothing differs costs one round trip
-    instead of one per path.
+  - The collection's roles run it once per role and host (the host-state pass, role C(anvil.cluster.host_state))
+    and change only what it reports as different, so that a re-run on a host where nothing differs costs
+    one round trip instead of one per file, package, service or parameter.
   - In the same round trip it can report which packages are not installed (O(packages)), the state of
     systemd units (O(services)), which kernel parameters differ (O(sysctls)), which kernel modules are
     present (O(kernel_modules)) and the text of small files (O(read)), so that a role's package,
@@ -70,7 +70,9 @@ options:
     type: dict
     default: {}
   kernel_modules:
-    description: Kernel modules whose presence (loaded, built in, absent) is returned.
+    description:
+      - Kernel modules (or kernel feature names such as C(netfilter_nat)) whose state is returned, in the
+        vocabulary the preflight checks use too.
     type: list
     elements: str
     default: []
@@ -93,7 +95,7 @@ attributes:
 
 EXAMPLES = r"""
 - name: Verify the installed binaries in one pass
-  anvil.cluster.paths_check:
+  anvil.cluster.host_state:
     paths:
       - path: /usr/local/bin/kubelet
         sha256: 5f1c0e5b0a7d3c1e9f1c1b3d2a0e9f8c7b6a5d4c3b2a1f0e9d8c7b6a5f4e3d2c
@@ -110,7 +112,7 @@ EXAMPLES = r"""
   loop: "{{ binaries.mismatched }}"
 
 - name: Read packages, services and kernel settings in the same pass
-  anvil.cluster.paths_check:
+  anvil.cluster.host_state:
     packages: [containerd, runc]
     services: [containerd]
     sysctls:
@@ -156,10 +158,13 @@ sysctls_differing:
   type: dict
   sample: {"net.ipv4.ip_forward": "0"}
 kernel_modules:
-  description: For each module of O(kernel_modules), C(loaded), C(builtin) or C(absent).
+  description: >-
+    For each module of O(kernel_modules): C(active) (loaded or in use), C(builtin) (built into the kernel),
+    C(module) (a module this kernel can load), C(missing), or C(unknown) (the host exposes neither a kernel
+    configuration nor module lists).
   returned: always
   type: dict
-  sample: {"overlay": "builtin", "br_netfilter": "loaded"}
+  sample: {"overlay": "builtin", "br_netfilter": "active", "vxlan": "module"}
 modules_loadable:
   description: Whether the kernel can load modules (it has C(/proc/modules)).
   returned: always
@@ -177,12 +182,12 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import (
     SERVICE_PROPERTIES,
     differing_sysctls,
+    kernel_module_states,
     missing_packages,
-    module_state,
     parse_dpkg_status,
     parse_systemctl_show,
 )
-from ansible_collections.anvil.cluster.plugins.module_utils.paths_check import check_paths, validate
+from ansible_collections.anvil.cluster.plugins.module_utils.host_state import check_paths, validate
 
 DPKG_STATUS = "/var/lib/dpkg/status"
 READ_LIMIT = 1 << 20
@@ -260,9 +265,8 @@ def main():
     units = module.params["services"]
     result["services"] = service_states(module, units) if units else {}
     result["sysctls_differing"] = differing_sysctls(module.params["sysctls"], read_text)
-    result["kernel_modules"] = dict(
-        (m, module_state(m, os.path.exists, read_text)) for m in module.params["kernel_modules"]
-    )
+    names = module.params["kernel_modules"]
+    result["kernel_modules"] = kernel_module_states(names) if names else {}
     result["modules_loadable"] = os.path.exists("/proc/modules")
     result["contents"] = dict((p, read_text(p)) for p in module.params["read"])
     module.exit_json(changed=False, **result)

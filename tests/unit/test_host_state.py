@@ -1,4 +1,4 @@
-"""paths_check: which paths differ from their wanted state."""
+"""host_state: which paths differ from their wanted state."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import os
 import pwd
 
 import pytest
-from ansible_collections.anvil.cluster.plugins.module_utils import paths_check as pc
+from ansible_collections.anvil.cluster.plugins.module_utils import host_state as pc
 
 
 def _sha(data: bytes) -> str:
@@ -105,7 +105,7 @@ def test_observe_reads_owner_names_and_small_chunks(tmp_path):
 
 def test_want_path_filter_looks_up_checksums_by_base_name():
     from ansible.errors import AnsibleFilterError
-    from ansible_collections.anvil.cluster.plugins.filter.want_path import want_path
+    from ansible_collections.anvil.cluster.plugins.filter.host_state import want_path
 
     assert want_path("/usr/local/bin/kubelet", "file", "0755", checksums={"kubelet": "ab" * 32}) == {
         "path": "/usr/local/bin/kubelet",
@@ -122,7 +122,7 @@ def test_want_path_filter_looks_up_checksums_by_base_name():
 
 def test_want_path_filter_digests_content_like_the_file_it_becomes(tmp_path):
     from ansible.errors import AnsibleFilterError
-    from ansible_collections.anvil.cluster.plugins.filter.want_path import want_path
+    from ansible_collections.anvil.cluster.plugins.filter.host_state import want_path
 
     text = "KUBELET_EXTRA_ARGS=--node-ip=198.18.0.11 é\n"
     target = tmp_path / "kubelet"
@@ -135,3 +135,55 @@ def test_want_path_filter_digests_content_like_the_file_it_becomes(tmp_path):
     ]
     with pytest.raises(AnsibleFilterError, match="either checksums or content"):
         want_path(str(target), checksums={"kubelet": "ab" * 32}, content=text)
+
+
+def test_plan_lists_what_the_role_changes_and_whether_anything_differs():
+    files = [
+        {"want": {"path": "/etc/a"}, "apply": "template", "src": "a.j2"},
+        {"want": {"path": "/etc/b"}, "apply": "copy", "content": "b"},
+        {"want": {"path": "/etc/kubernetes/admin.conf"}, "apply": "none"},
+    ]
+    services = [
+        {"name": "haproxy", "state": "started", "enabled": True},
+        {"name": "kubelet", "enabled": True},
+        {"name": "containerd", "state": "started", "enabled": True},
+    ]
+    result = {
+        "mismatched": ["/etc/a", "/etc/kubernetes/admin.conf"],
+        "packages_missing": [],
+        "sysctls_differing": {},
+        "services": {
+            "haproxy": {"active": "active", "unit_file": "disabled"},
+            "kubelet": {"active": "inactive", "unit_file": "enabled"},
+            "containerd": {"active": "active", "unit_file": "enabled"},
+        },
+    }
+    planned = pc.plan(result, files, services)
+    # admin.conf is only compared (apply none); the kubelet is only to be enabled, and it is.
+    assert planned["files"] == [files[0]]
+    assert planned["services"] == [services[0]]
+    # Running ones, and the ones wanted running (a fresh package may have started one): not the kubelet.
+    assert planned["restartable"] == ["haproxy", "containerd"]
+    fresh = dict(result, services={"haproxy": {"active": "inactive", "unit_file": ""}})
+    assert pc.plan(fresh, files, services)["restartable"] == ["haproxy", "containerd"]
+    assert planned["differs"] is True
+    settled = dict(result, mismatched=["/etc/kubernetes/admin.conf"])
+    settled["services"] = dict(result["services"], haproxy={"active": "active", "unit_file": "enabled"})
+    assert pc.plan(settled, files, services)["differs"] is False
+    assert pc.plan(dict(settled, packages_missing=["haproxy"]), files, services)["differs"] is True
+    assert pc.plan(dict(settled, sysctls_differing={"net.ipv4.ip_forward": "0"}), files, services)["differs"] is True
+
+
+def test_restarts_only_running_services_restart_wins_over_reload():
+    changed = [
+        {"want": {"path": "/etc/containerd/config.toml"}, "restart": ["containerd"]},
+        {"want": {"path": "/etc/haproxy/haproxy.cfg"}, "reload": ["haproxy"]},
+        {"want": {"path": "/etc/default/kubelet"}, "restart": ["kubelet"]},
+        {"want": {"path": "/etc/x"}, "reload": ["containerd"]},
+        {"want": {"path": "/etc/crictl.yaml"}},
+    ]
+    assert pc.restarts(changed, ["containerd", "haproxy"]) == [
+        {"name": "containerd", "state": "restarted"},
+        {"name": "haproxy", "state": "reloaded"},
+    ]
+    assert pc.restarts(changed, []) == []

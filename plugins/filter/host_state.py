@@ -1,7 +1,8 @@
 # -*- coding: utf-8 -*-
 # Copyright: anvil.cluster contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Build one entry of the paths_check module's `paths` option from a path."""
+"""Filters of the host-state pass: want_path (one wanted path for the host_state module) and
+host_state_plan / host_state_restarts (what the host_state role changes; logic in module_utils/host_state)."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -9,15 +10,18 @@ __metaclass__ = type
 
 DOCUMENTATION = r"""
 name: want_path
-short_description: The wanted state of one path, for the paths_check module
+short_description: The wanted state of one path, for the host_state module
 version_added: 0.1.0
 description:
   - Turns a path into a C({path, state, mode, owner, group[, sha256]}) entry for
-    M(anvil.cluster.paths_check), so roles can map a list of paths in one expression.
+    M(anvil.cluster.host_state), so roles can map a list of paths in one expression.
   - With O(checksums), the file's SHA-256 digest is looked up by the path's base name.
   - With O(content), the digest is that of the given text (UTF-8), for files a role writes from a
     template or a string. The role renders it on the controller, compares on the host and writes only
     when it differs.
+  - The same file provides C(host_state_plan) (from the module's result, the files and services the
+    P(anvil.cluster.host_state#role) role changes) and C(host_state_restarts) (the running services to restart
+    or reload after files changed), used by that role.
 positional: state, mode
 options:
   _input:
@@ -49,13 +53,13 @@ options:
 
 EXAMPLES = r"""
 - name: Verify binaries against the versions manifest
-  anvil.cluster.paths_check:
+  anvil.cluster.host_state:
     paths: >-
       {{ ['/usr/local/bin/kubelet', '/usr/local/bin/kubeadm']
          | map('anvil.cluster.want_path', 'file', '0755', checksums=anvil_versions.kubernetes.sha256) }}
 
 - name: Is the rendered unit file already in place?
-  anvil.cluster.paths_check:
+  anvil.cluster.host_state:
     paths:
       - "{{ '/etc/systemd/system/kubelet.service'
             | anvil.cluster.want_path('file', '0644', content=lookup('template', 'kubelet.service.j2')) }}"
@@ -63,7 +67,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 _value:
-  description: One entry of the paths_check module's O(anvil.cluster.paths_check#module:paths) option.
+  description: One entry of the host_state module's O(anvil.cluster.host_state#module:paths) option.
   type: dict
 """
 
@@ -71,6 +75,7 @@ import hashlib
 import posixpath
 
 from ansible.errors import AnsibleFilterError
+from ansible_collections.anvil.cluster.plugins.module_utils.host_state import plan, restarts
 
 
 def want_path(path, state="file", mode=None, *, owner="root", group="root", checksums=None, content=None):
@@ -91,6 +96,10 @@ def want_path(path, state="file", mode=None, *, owner="root", group="root", chec
     return entry
 
 
+def host_state_plan(result, files, services):
+    return plan(result, list(files), list(services))
+
+
 class FilterModule(object):
     def filters(self):
-        return {"want_path": want_path}
+        return {"want_path": want_path, "host_state_plan": host_state_plan, "host_state_restarts": restarts}
