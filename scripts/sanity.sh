@@ -5,8 +5,9 @@ set -euo pipefail
 version="$1"; shift
 root="$(cd "$(dirname "$0")/.." && pwd)"
 # Outside the repository: inside it, ansible-test would list files through git and skip build/.
-work="${TMPDIR:-/tmp}/anvil-sanity"
-rm -rf "$work"
+# A directory of its own per run, so runs from two checkouts at the same time never share it.
+work="$(mktemp -d "${TMPDIR:-/tmp}/anvil-sanity.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/dist"
 ansible-galaxy collection build --force --output-path "$work/dist" "$root" > /dev/null
 ANSIBLE_COLLECTIONS_PATH="$work" ansible-galaxy collection install --no-deps -p "$work" "$work/dist/anvil-cluster-$version.tar.gz" > /dev/null
