@@ -143,7 +143,8 @@ def module_names(text):
     return names
 
 
-def _read(path, default=None):
+def read_text(path, default=None):
+    """The text of a file (a .gz file decompressed), or ``default`` when it cannot be read."""
     try:
         if path.endswith(".gz"):
             with gzip.open(path, "rt") as handle:
@@ -161,10 +162,12 @@ def kernel_probe(root="/", release=None, names=None):
     features = dict(KERNEL_FEATURES)
     features.update((n, kernel_feature(n)) for n in names or () if n not in features)
     symbols = sorted({s for feature in features.values() for s in feature[0]})
-    config_text = _read(os.path.join(root, "proc/config.gz")) or _read(os.path.join(root, "boot/config-" + release))
+    config_text = read_text(os.path.join(root, "proc/config.gz")) or read_text(
+        os.path.join(root, "boot/config-" + release)
+    )
     moddir = os.path.join(root, "lib/modules", release)
-    builtin_text = _read(os.path.join(moddir, "modules.builtin"))
-    dep_text = _read(os.path.join(moddir, "modules.dep"))
+    builtin_text = read_text(os.path.join(moddir, "modules.builtin"))
+    dep_text = read_text(os.path.join(moddir, "modules.dep"))
     sys_module = os.path.join(root, "sys/module")
     loaded = set()
     for feature in features.values():
@@ -174,7 +177,7 @@ def kernel_probe(root="/", release=None, names=None):
     for name, feature in features.items():
         if feature[2]:
             active_paths[name] = os.path.exists(os.path.join(root, feature[2].lstrip("/")))
-    filesystems = _read(os.path.join(root, "proc/filesystems"), "")
+    filesystems = read_text(os.path.join(root, "proc/filesystems"), "")
     return {
         "config_available": config_text is not None,
         "config": parse_kconfig(config_text or "", symbols),

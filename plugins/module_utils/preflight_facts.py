@@ -13,10 +13,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import gzip
 import os
 import re
 import socket
+
+from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import read_text
 
 TCP_LISTEN = "0A"
 
@@ -73,22 +74,11 @@ def parse_resolv_conf(text):
     ]
 
 
-def _read(path, default=None):
-    try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rt") as handle:
-                return handle.read()
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return default
-
-
 def listening_ports(root="/"):
     """{port: [process names]} for every TCP port in LISTEN state (IPv4 and IPv6)."""
     sockets = {}
     for name in ("proc/net/tcp", "proc/net/tcp6"):
-        for port, inode in parse_listening_tcp(_read(os.path.join(root, name), "") or ""):
+        for port, inode in parse_listening_tcp(read_text(os.path.join(root, name), "") or ""):
             sockets.setdefault(inode, port)
     owners = {}
     proc = os.path.join(root, "proc")
@@ -102,7 +92,7 @@ def listening_ports(root="/"):
             fds = os.listdir(fd_dir)
         except OSError:
             continue
-        comm = (_read(os.path.join(proc, pid, "comm"), "") or "").strip()
+        comm = (read_text(os.path.join(proc, pid, "comm"), "") or "").strip()
         for fd in fds:
             try:
                 target = os.readlink(os.path.join(fd_dir, fd))

@@ -46,14 +46,7 @@ options:
     default: 5
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
-attributes:
-  check_mode:
-    support: full
-    details: Read-only; runs the same in check mode.
-  diff_mode:
-    support: none
-  platform:
-    platforms: posix
+  - anvil.cluster.host_probe
 """
 
 EXAMPLES = r"""
@@ -124,7 +117,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.urls import open_url
 from ansible_collections.anvil.cluster.plugins.module_utils import preflight_facts as pf
-from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import feature_states, kernel_probe
+from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import feature_states, kernel_probe, read_text
 
 
 def _probe(url, module):
@@ -149,11 +142,7 @@ def _probe(url, module):
 
 
 def _read(path):
-    try:
-        with open(path) as handle:
-            return handle.read()
-    except OSError:
-        return ""
+    return read_text(path, "")
 
 
 def main():
