@@ -4,6 +4,7 @@
 # before the next one starts, so both see the same machine load (printed with each run).
 #
 #   bash scripts/bench_compare.sh <base-rev> [bench ...]      # default: node_maintenance tenant app_release
+#   bash scripts/bench_compare.sh <base-rev> site site        # site.yml first run and re-run on the testbed, twice
 #
 # Sizes are the ones a 2-core machine finishes in minutes (override through the benchmarks' own knobs):
 # node_maintenance's 100-pod drains, tenant with BENCH_TENANTS tenants (default 1000, module only),

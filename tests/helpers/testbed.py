@@ -36,6 +36,8 @@ def host_snapshot() -> dict[str, set[str]]:
 class Testbed:
     """Handle on the session's machines, for tests."""
 
+    __test__ = False  # a helper, not a test class (its name starts with "Test")
+
     inventory: Path
     hosts: dict[str, str] = field(default_factory=dict)
     up_seconds: float = 0.0
