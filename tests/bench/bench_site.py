@@ -18,6 +18,7 @@ import sys
 import time
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tools import anvil_env
 from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
@@ -46,6 +47,7 @@ def main() -> int:
         return 2
     mirror = [sys.executable, str(REPO_ROOT / "tools" / "mirror.py")]
     mirror_was_up = subprocess.run([*mirror, "status"], capture_output=True, check=False).returncode == 0
+    bridge_existed = tb.link_exists(anvil_env.ANVIL_BRIDGE)
     subprocess.run([*mirror, "up"], check=True, capture_output=True)
     WORK.mkdir(parents=True, exist_ok=True)
     extra = {"anvil_kubeconfig_dest": str(WORK / "admin.conf"), "anvil_cluster_name": "bench"}
@@ -83,6 +85,9 @@ def main() -> int:
         tb.down()
         if not mirror_was_up:
             subprocess.run([*mirror, "down"], capture_output=True, check=False)
+        # The mirror's start created the bridge: leave the host as it was.
+        if not bridge_existed and tb.link_exists(anvil_env.ANVIL_BRIDGE):
+            subprocess.run(["ip", "link", "del", anvil_env.ANVIL_BRIDGE], check=False)
     return 0
 
 
