@@ -1,6 +1,6 @@
 # Artifacts, OCI images and the offline mirror (see docs/offline-mirror.md).
 # Outputs live under $(ANVIL_CACHE) (outside the repository), keyed by version; re-runs are fast.
-.PHONY: artifacts artifacts-api artifacts-helm artifacts-table images mirror-up mirror-down mirror-status
+.PHONY: artifacts artifacts-api artifacts-helm artifacts-files artifacts-table images mirror-up mirror-down mirror-status
 
 ANVIL_BUILD_JOBS ?= 2
 export ANVIL_BUILD_JOBS
@@ -14,6 +14,9 @@ artifacts-api: setup ## only what a local API server needs (etcd, kube-apiserver
 
 artifacts-helm: setup ## only helm (the app_release integration tests render charts with it)
 	$(BIN)/python tools/artifacts.py build --only helm
+
+artifacts-files: setup ## only the files components ship in their Go modules (Calico's manifests), no build
+	$(BIN)/python tools/artifacts.py files
 
 artifacts-table: setup ## versions, sizes and sha256 of the cached binaries
 	$(BIN)/python tools/artifacts.py table

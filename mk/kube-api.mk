@@ -20,7 +20,7 @@ kube-api-env: ## print `export KUBECONFIG=...` for the local API server
 # Integration tests run against the local API server: make sure its binaries are built first, and
 # helm, which the app_release tests render a chart with.
 ifneq ($(wildcard mk/artifacts.mk),)
-integration integration-min-client: artifacts-api artifacts-helm
+integration integration-min-client: artifacts-api artifacts-helm artifacts-files
 endif
 
 integration-min-client: setup ## the integration suite with the lowest kubernetes client the modules declare

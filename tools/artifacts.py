@@ -125,6 +125,7 @@ def validate_manifest(data: Any) -> List[str]:
                 problems.append(f"{where}.source.packages: a mapping binary -> Go package is required")
             elif sorted(packages) != sorted(binaries):
                 problems.append(f"{where}: source.packages keys must equal binaries")
+            problems += _validate_sums(where, source)
         elif stype == "own" and not source.get("path"):
             problems.append(f"{where}.source.path: required for type own")
         elif stype == "deb" and not source.get("package"):
@@ -155,6 +156,31 @@ def validate_manifest(data: Any) -> List[str]:
     apt = data.get("anvil_apt_packages", [])
     if not isinstance(apt, list) or not all(isinstance(p, str) and p for p in apt):
         problems.append("anvil_apt_packages: a list of Debian package names is required")
+    return problems
+
+
+def _validate_sums(where: str, source: Dict[str, Any]) -> List[str]:
+    """Checksum-database exceptions: only named module prefixes, each with its hashes pinned."""
+    problems: List[str] = []
+    nosumdb = source.get("nosumdb") or []
+    sums = source.get("sums") or {}
+    if not isinstance(nosumdb, list) or not all(isinstance(p, str) and p for p in nosumdb):
+        problems.append(f"{where}.source.nosumdb: a list of module path prefixes is required")
+        nosumdb = []
+    if not isinstance(sums, dict):
+        return [*problems, f"{where}.source.sums: a mapping 'module version[/go.mod]' -> 'h1:...' is required"]
+    for key, digest in sums.items():
+        mod = str(key).split(" ", 1)[0]
+        if not re.fullmatch(r"\S+ v\S+", str(key)) or not re.fullmatch(r"h1:[A-Za-z0-9+/]{43}=", str(digest)):
+            problems.append(f"{where}.source.sums[{key!r}]: want 'module version' -> 'h1:<base64 sha256>'")
+        elif not any(mod == p or mod.startswith(p.rstrip("/") + "/") for p in nosumdb):
+            problems.append(f"{where}.source.sums[{key!r}]: pinned, but {mod} is not under source.nosumdb")
+    for prefix in nosumdb:
+        if not any(str(k).split(" ", 1)[0].startswith(prefix) for k in sums):
+            problems.append(f"{where}.source.nosumdb: {prefix} skips the checksum database with no hash pinned")
+    files = source.get("module_files") or {}
+    if not isinstance(files, dict) or not all(isinstance(v, str) and not v.startswith("/") for v in files.values()):
+        problems.append(f"{where}.source.module_files: a mapping file name -> path inside the module is required")
     return problems
 
 
@@ -224,6 +250,12 @@ def render_ldflags(source: Dict[str, Any], version: str) -> str:
     return " ".join(["-s", "-w", extra.replace("{version}", version)]).strip()
 
 
+def module_version(comp: Dict[str, Any]) -> str:
+    """The Go module version to build: `source.module_version` where the proxy serves the release only
+    as a pseudo-version (the component keeps its upstream version for cache paths and image tags)."""
+    return str(comp["source"].get("module_version") or comp["version"])
+
+
 def wrapper_gomod(name: str, comp: Dict[str, Any]) -> str:
     """go.mod of the wrapper module that requires the component's module at its version.
 
@@ -233,7 +265,7 @@ def wrapper_gomod(name: str, comp: Dict[str, Any]) -> str:
     """
     source = comp["source"]
     lines = [f"module anvil.local/build/{name}", "", "go 1.22", "", "require ("]
-    lines.append(f"\t{source['module']} {comp['version']}")
+    lines.append(f"\t{source['module']} {module_version(comp)}")
     for mod, ver in sorted((source.get("requires") or {}).items()):
         lines.append(f"\t{mod} {ver}")
     lines.append(")")
@@ -244,33 +276,74 @@ def wrapper_gomod(name: str, comp: Dict[str, Any]) -> str:
         lines.append(")")
     staging = source.get("staging_version")
     if staging:
-        mod_file = _module_gomod(source["module"], comp["version"])
+        mod_file = _module_gomod(source["module"], module_version(comp), source.get("nosumdb") or ())
         staged = re.findall(r"^\s*(k8s\.io/[\w.-]+)\s+=>\s+\./staging/", mod_file, flags=re.M)
         lines += ["", "replace ("] + [f"\t{m} => {m} {staging}" for m in staged] + [")"]
+    if source.get("inherit_replace"):
+        # The module's own version replaces (a dependency's replaces are ignored by Go) are what it was
+        # tested with; its local-path replaces are covered by `requires` / `replace_local` above.
+        inherited = module_version_replaces(
+            _module_gomod(source["module"], module_version(comp), source.get("nosumdb") or ())
+        )
+        inherited = [r for r in inherited if r[0] not in local]
+        if inherited:
+            lines += ["", "replace ("] + [f"\t{m} => {t} {v}" for m, t, v in inherited] + [")"]
     return "\n".join(lines) + "\n"
 
 
-def _module_gomod(module: str, version: str) -> str:
+def module_version_replaces(gomod: str) -> List[Tuple[str, str, str]]:
+    """The `old => new version` replace directives of a go.mod (local-path replaces left out)."""
+    body = "\n".join(re.findall(r"^replace\s*\((.*?)^\)", gomod, flags=re.M | re.S))
+    body += "\n" + "\n".join(re.findall(r"^replace\s+([^(\n].*)$", gomod, flags=re.M))
+    out = []
+    for line in body.splitlines():
+        line = line.split("//", 1)[0].strip()
+        m = re.fullmatch(r"(\S+)(?:\s+\S+)?\s+=>\s+(\S+)\s+(v\S+)", line)
+        if m and not m.group(2).startswith((".", "/")):
+            out.append((m.group(1), m.group(2), m.group(3)))
+    return out
+
+
+def pinned_sums(source: Dict[str, Any]) -> str:
+    """go.sum lines for the modules the checksum database does not know (hashes kept in the manifest)."""
+    return "".join(f"{mod} {h}\n" for mod, h in sorted((source.get("sums") or {}).items()))
+
+
+def _module_gomod(module: str, version: str, nosumdb: Iterable[str] = ()) -> str:
     out = subprocess.run(
         [GO, "mod", "download", "-json", f"{module}@{version}"],
         capture_output=True,
         text=True,
         check=True,
-        env=go_env(),
+        env=go_env(nosumdb=nosumdb),
     )
     info = json.loads(out.stdout)
     return Path(info["GoMod"]).read_text(encoding="utf-8")
 
 
-def go_env(cgo: bool = False) -> Dict[str, str]:
+def module_proxy(value: Optional[str]) -> str:
+    """GOPROXY without `direct` or `off`: a version the proxy refuses fails loudly, never falls back to git."""
+    proxies = [p for p in re.split(r"[,|]", value or "") if p.strip() and p.strip() not in ("direct", "off")]
+    return ",".join(proxies) or "https://proxy.golang.org"
+
+
+def go_env(cgo: bool = False, nosumdb: Iterable[str] = ()) -> Dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(GO).parent), env.get("PATH", "")])
+    configured = (
+        env.get("GOPROXY")
+        or subprocess.run([GO, "env", "GOPROXY"], capture_output=True, text=True, check=False).stdout.strip()
+    )
     env.update(
         CGO_ENABLED="1" if cgo else "0",
         GOOS="linux",
         GOARCH="amd64",
         GOFLAGS="-buildvcs=false",
         GOTOOLCHAIN="local",
+        GOPROXY=module_proxy(configured),
+        GONOSUMDB=",".join(sorted(nosumdb)),
+        GOPRIVATE="",
+        GONOPROXY="",
     )
     return env
 
@@ -318,10 +391,11 @@ def is_cached(out_dir: Path, binary: str, recipe: str) -> bool:
     return stamp.read_text().strip() == recipe
 
 
-def _run(cmd: List[str], cwd: Path, log, cgo: bool = False) -> None:
+def _run(cmd: List[str], cwd: Path, log, cgo: bool = False, nosumdb: Iterable[str] = ()) -> None:
     log.write(f"$ (cd {cwd} && {' '.join(cmd)})\n")
     log.flush()
-    proc = subprocess.run(cmd, check=False, cwd=cwd, env=go_env(cgo), stdout=log, stderr=subprocess.STDOUT)
+    env = go_env(cgo, nosumdb)
+    proc = subprocess.run(cmd, check=False, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:2])} failed in {cwd} (rc={proc.returncode}); see {log.name}")
 
@@ -333,15 +407,43 @@ def build_go(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: P
     gomod = wrapper_gomod(name, comp)
     packages = sorted(set(source["packages"].values()))
     tools_go = "//go:build tools\n\npackage tools\n\nimport (\n" + "".join(f'\t_ "{p}"\n' for p in packages) + ")\n"
-    inputs = hashlib.sha256((gomod + tools_go).encode()).hexdigest()
+    sums = pinned_sums(source)
+    inputs = hashlib.sha256((gomod + tools_go + sums).encode()).hexdigest()
     stamp = work / ".inputs"
+    nosumdb = source.get("nosumdb") or ()
     if not (stamp.exists() and stamp.read_text().strip() == inputs and (work / "go.sum").exists()):
         (work / "go.mod").write_text(gomod)
         (work / "tools.go").write_text(tools_go)
-        (work / "go.sum").unlink(missing_ok=True)
-        _run([GO, "mod", "tidy"], work, log)
+        # Pinned hashes first: `go mod tidy` verifies what it downloads against them (a mismatch is a
+        # SECURITY ERROR), which is how modules outside the checksum database stay verified.
+        (work / "go.sum").write_text(sums)
+        _run([GO, "mod", "tidy"], work, log, nosumdb=nosumdb)
         stamp.write_text(inputs + "\n")
     _go_build(work, source, version=comp["version"], binaries=binaries, out_dir=out_dir, jobs=jobs, log=log)
+    copy_module_files(source, module_version(comp), out_dir, log)
+
+
+def copy_module_files(source: Dict[str, Any], version: str, out_dir: Path, log) -> None:
+    """Files the component ships inside its Go module (CRDs, manifests), copied next to its binaries."""
+    files = source.get("module_files") or {}
+    if not files:
+        return
+    info = json.loads(
+        subprocess.run(
+            [GO, "mod", "download", "-json", f"{source['module']}@{version}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=go_env(nosumdb=source.get("nosumdb") or ()),
+        ).stdout
+    )
+    for name, rel in files.items():
+        src = Path(info["Dir"]) / rel
+        target = out_dir / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, target)
+        target.chmod(0o644)
+        log.write(f"copied {source['module']}@{version}/{rel} -> {target}\n")
 
 
 def build_own(name: str, comp: Dict[str, Any], *, binaries: List[str], out_dir: Path, jobs: int, log) -> None:
@@ -363,13 +465,14 @@ def _go_build(work: Path, source: Dict[str, Any], *, version: str, binaries, out
         base += ["-tags", "netgo,osusergo"]
     base += ["-ldflags", ldflags]
     pkgs = {b: source["packages"][b] for b in binaries}
+    nosumdb = source.get("nosumdb") or ()
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         if all(go_default_name(p) == b for b, p in pkgs.items()):
             # One invocation: the packages compile in parallel and share work.
-            _run([*base, "-o", tmp + "/", *pkgs.values()], work, log, cgo)
+            _run([*base, "-o", tmp + "/", *pkgs.values()], work, log, cgo, nosumdb)
         else:
             for b, p in pkgs.items():
-                _run([*base, "-o", str(Path(tmp) / b), p], work, log, cgo)
+                _run([*base, "-o", str(Path(tmp) / b), p], work, log, cgo, nosumdb)
         for b in binaries:  # atomic replace: running processes keep their old inode
             os.replace(Path(tmp) / b, out_dir / b)
 
@@ -406,7 +509,11 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
         recipes = {b: recipe_hash(name, comp, b, gover) for b in binaries}
         todo = [b for b in binaries if force or not is_cached(out_dir, b, recipes[b])]
         if not todo:
-            print(f"[cache] {name} {comp['version']}: {' '.join(binaries)}", flush=True)
+            files = comp["source"].get("module_files") or {}
+            if any(not (out_dir / f).is_file() for f in files):
+                with open(log_dir / f"{name}-{comp['version']}.files.log", "w", encoding="utf-8") as log:
+                    copy_module_files(comp["source"], module_version(comp), out_dir, log)
+            print(f"[cache] {name} {comp['version']}: {' '.join(binaries + sorted(files))}", flush=True)
             continue
         print(f"[build] {name} {comp['version']}: {' '.join(todo)} ...", flush=True)
         t0, cpu0 = time.monotonic(), _children_cpu()
@@ -433,6 +540,29 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
     if failures:
         print(f"FAILED: {', '.join(failures)}", file=sys.stderr)
         return 1
+    return 0
+
+
+def module_files(selection: Optional[str] = None) -> int:
+    """Copy (or reuse) the module files of the selected components without building their binaries."""
+    versions = load_manifest()["anvil_versions"]
+    names = [n.strip() for n in selection.split(",")] if selection else list(versions)
+    log_dir = Path(anvil_env.ANVIL_CACHE) / "build" / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        if name not in versions:
+            raise ManifestError(f"unknown component {name!r}")
+        comp = versions[name]
+        files = comp["source"].get("module_files") or {}
+        if not files:
+            continue
+        out_dir = component_dir(name, comp["version"])
+        if all((out_dir / f).is_file() for f in files):
+            print(f"[cache] {name} {comp['version']}: {' '.join(sorted(files))}", flush=True)
+            continue
+        with open(log_dir / f"{name}-{comp['version']}.files.log", "w", encoding="utf-8") as log:
+            copy_module_files(comp["source"], module_version(comp), out_dir, log)
+        print(f"[files] {name} {comp['version']}: {' '.join(sorted(files))}", flush=True)
     return 0
 
 
@@ -531,6 +661,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
     b.add_argument("--jobs", type=int, default=int(os.environ.get("ANVIL_BUILD_JOBS", "2")))
     b.add_argument("--no-write-manifest", action="store_true", help="do not record sha256 in the manifest")
+    f = sub.add_parser("files", help="copy the files components ship in their Go modules (CRDs, manifests), no build")
+    f.add_argument("--only", help="comma-separated components (default: every component with module_files)")
     p = sub.add_parser("path", help="print the cache path of a binary")
     p.add_argument("component")
     p.add_argument("binary")
@@ -541,6 +673,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.cmd == "build":
             selection = ",".join(API_SELECTION) if args.api else args.only
             return build(selection, force=args.force, jobs=args.jobs, write_manifest=not args.no_write_manifest)
+        if args.cmd == "files":
+            return module_files(args.only)
         if args.cmd == "path":
             print(binary_path(args.component, args.binary))
             return 0

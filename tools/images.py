@@ -86,6 +86,12 @@ def plan_images(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
                     "userland": list(img.get("userland") or []),
                     "labels": labels,
                     "version_args": list(img.get("version_args") or _default_version_args(img["name"])),
+                    # Numeric user the image runs as (pods with runAsNonRoot need one); default root.
+                    "user": str(img.get("user") or ""),
+                    # Directories the (non-root) user writes to, created in the image and owned by it.
+                    "writable_dirs": list(img.get("writable_dirs") or []),
+                    # What `verify` runs with version_args: the entrypoint, unless it has no version flag.
+                    "version_binary": img.get("version_binary") or entrypoint,
                 }
             )
     return specs
@@ -265,6 +271,12 @@ def build_image(spec: Dict[str, Any], manifest: Dict[str, Any], force: bool = Fa
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(component_dir(comp, versions[comp]["version"]) / binary, target)
             target.chmod(0o755)
+        owner = int(spec["user"]) if spec["user"].isdigit() else 0
+        for rel in spec["writable_dirs"]:
+            target = root / rel.lstrip("/")
+            target.mkdir(parents=True, exist_ok=True)
+            target.chmod(0o755)
+            os.chown(target, owner, owner)
         _fix_times(root)
         ref = umoci_ref(spec)
         _run(["umoci", "init", "--layout", str(layout)])
@@ -289,6 +301,8 @@ def build_image(spec: Dict[str, Any], manifest: Dict[str, Any], force: bool = Fa
             "--config.workingdir",
             "/",
         ]
+        if spec["user"]:
+            cfg += ["--config.user", spec["user"]]
         for k, v in spec["labels"].items():
             cfg += ["--config.label", f"{k}={v}", "--manifest.annotation", f"{k}={v}"]
         _run(cfg)
@@ -314,6 +328,8 @@ def verify_image(spec: Dict[str, Any]) -> str:
         problems.append(f"platform {cfg.get('os')}/{cfg.get('architecture')}")
     if cfg.get("config", {}).get("Entrypoint") != [spec["entrypoint"]]:
         problems.append(f"entrypoint {cfg.get('config', {}).get('Entrypoint')}")
+    if (cfg.get("config", {}).get("User") or "") != spec["user"]:
+        problems.append(f"user {cfg.get('config', {}).get('User')!r}, want {spec['user']!r}")
     labels = cfg.get("config", {}).get("Labels") or {}
     if labels.get("io.anvil.source.version") != spec["labels"]["io.anvil.source.version"]:
         problems.append("labels")
@@ -321,7 +337,7 @@ def verify_image(spec: Dict[str, Any]) -> str:
         root = Path(tmp) / "rootfs"
         _run(["umoci", "raw", "unpack", "--image", umoci_ref(spec), str(root)])
         run = subprocess.run(
-            ["chroot", str(root), spec["entrypoint"], *spec["version_args"]],
+            ["chroot", str(root), spec["version_binary"], *spec["version_args"]],
             capture_output=True,
             text=True,
             check=False,
@@ -331,7 +347,7 @@ def verify_image(spec: Dict[str, Any]) -> str:
         first = (run.stdout + run.stderr).strip().splitlines()
         version_line = first[0] if first else ""
         if run.returncode != 0:
-            problems.append(f"{spec['entrypoint']} {' '.join(spec['version_args'])} rc={run.returncode}")
+            problems.append(f"{spec['version_binary']} {' '.join(spec['version_args'])} rc={run.returncode}")
         for tool in ("iptables", "nft", "ip6tables-restore") if "netfilter" in spec["userland"] else ():
             t = subprocess.run(["chroot", str(root), tool, "--version"], capture_output=True, text=True, check=False)
             if t.returncode != 0:

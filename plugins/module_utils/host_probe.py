@@ -106,6 +106,9 @@ KERNEL_FEATURES = {
     "netfilter_nat": (("CONFIG_NF_NAT", "CONFIG_IP_NF_NAT", "CONFIG_NFT_NAT"), "nf_nat", None),
     "iptables": (("CONFIG_NF_TABLES", "CONFIG_IP_NF_IPTABLES"), "nf_tables", None),
     "vxlan": (("CONFIG_VXLAN",), "vxlan", None),
+    # IP sets and the iptables set match (Calico's policy dataplane).
+    "ip_set": (("CONFIG_IP_SET",), "ip_set", None),
+    "xt_set": (("CONFIG_NETFILTER_XT_SET",), "xt_set", None),
     # Needed only by some choices (kube-proxy IPVS mode, IPIP/WireGuard CNIs, Kube-OVN's datapath).
     "ip_vs": (("CONFIG_IP_VS",), "ip_vs", "/proc/net/ip_vs"),
     "ipip": (("CONFIG_NET_IPIP",), "ipip", None),

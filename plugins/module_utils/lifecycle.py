@@ -19,15 +19,30 @@ import shlex
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 
 # Netfilter objects Kubernetes components create: kube-proxy and the kubelet (KUBE-*), the CNI reference
-# plugins bridge/portmap/firewall (CNI-*), flannel (FLANNEL-*). Nothing else is ever touched by a reset.
-OWNED_CHAIN_PREFIXES = ("KUBE-", "CNI-", "FLANNEL")
+# plugins bridge/portmap/firewall (CNI-*), flannel (FLANNEL-*), Calico's felix (cali-*). Nothing else is
+# ever touched by a reset.
+OWNED_CHAIN_PREFIXES = ("KUBE-", "CNI-", "FLANNEL", "cali-")
 # Rules that live in built-in chains without jumping to an owned chain, recognised by the comment their
 # creator writes (older flannel releases put their masquerade rules straight into POSTROUTING).
 OWNED_RULE_COMMENTS = ("flanneld masq", "flanneld forward")
-# nftables tables created by kube-proxy's nftables mode and flannel's nftables mode.
-OWNED_NFT_TABLE_PREFIXES = ("kube-proxy", "flannel")
-# Network links created by the CNI plugins and kube-proxy.
-OWNED_LINKS = ("cni0", "flannel.1", "flannel-v6.1", "kube-ipvs0", "kube-bridge", "cbr0")
+# nftables tables created by kube-proxy's nftables mode, flannel's nftables mode and felix's nftables mode.
+OWNED_NFT_TABLE_PREFIXES = ("kube-proxy", "flannel", "calico")
+# Network links created by the CNI plugins and kube-proxy, and the host ends of Calico's pod veths
+# ("cali" + 11 hexadecimal characters of a hash of the pod's endpoint).
+OWNED_LINKS = (
+    "cni0",
+    "flannel.1",
+    "flannel-v6.1",
+    "kube-ipvs0",
+    "kube-bridge",
+    "cbr0",
+    "vxlan.calico",
+    "vxlan-v6.calico",
+)
+OWNED_LINK_PATTERN = re.compile(r"^cali[0-9a-f]{11}$")
+# Routes felix programs (its route protocol number): blackhole routes of the node's address blocks and
+# routes to pods; the routes through vxlan.calico go with the device.
+FELIX_ROUTE_PROTOCOL = "80"
 
 RESET_PATHS = (
     "/etc/kubernetes",
@@ -35,6 +50,9 @@ RESET_PATHS = (
     "/var/lib/etcd",
     "/var/lib/cni",
     "/run/flannel",
+    "/var/lib/calico",
+    "/var/run/calico",
+    "/var/log/calico",
     "/run/kubernetes",
     "/root/.kube/config",
     "/etc/default/kubelet",
@@ -384,7 +402,21 @@ def mounts_to_unmount(proc_mounts, prefixes=RESET_MOUNT_PREFIXES):
 
 
 def owned_links(link_names):
-    return [name for name in link_names or [] if name in OWNED_LINKS]
+    return [name for name in link_names or [] if name in OWNED_LINKS or OWNED_LINK_PATTERN.match(name)]
+
+
+def owned_routes(routes):
+    """Routes felix created, from `ip -j route show proto 80` (or any route list with `protocol`), as
+    `ip route del` arguments; the devices' own routes go with them and are left out."""
+    out = []
+    for route in routes or []:
+        if str(route.get("protocol")) not in (FELIX_ROUTE_PROTOCOL, "felix"):
+            continue
+        if route.get("dev") and (route["dev"] in OWNED_LINKS or OWNED_LINK_PATTERN.match(route["dev"])):
+            continue
+        args = ([route["type"]] if route.get("type") and route["type"] != "unicast" else []) + [route["dst"]]
+        out.append(" ".join([*args, "proto", FELIX_ROUTE_PROTOCOL]))
+    return out
 
 
 def reset_plan(observed):
@@ -392,10 +424,10 @@ def reset_plan(observed):
 
     observed keys (all optional): candidate_paths (what a reset removes; default RESET_PATHS),
     existing_paths (those of them present on the host), iptables_save, ip6tables_save, nft_tables,
-    links (names), proc_mounts, pods (CRI pod sandbox ids), containers (k8s.io containerd ids), images
-    (k8s.io image refs), kubelet_active (bool).
+    links (names), routes (`ip -j route show proto 80`), proc_mounts, pods (CRI pod sandbox ids),
+    containers (k8s.io containerd ids), images (k8s.io image refs), kubelet_active (bool).
 
-    Returns {"empty": bool, "items": [...], "paths": [...], "mounts": [...], "links": [...],
+    Returns {"empty": bool, "items": [...], "paths": [...], "mounts": [...], "links": [...], "routes": [...],
     "iptables": {...}, "ip6tables": {...}, "nft_tables": [...], "pods", "containers", "images",
     "stop_kubelet": bool}.
     """
@@ -404,6 +436,7 @@ def reset_plan(observed):
     paths = [p for p in (observed.get("candidate_paths") or RESET_PATHS) if p in existing]
     mounts = mounts_to_unmount(observed.get("proc_mounts", ""))
     links = owned_links(observed.get("links"))
+    routes = owned_routes(observed.get("routes"))
     v4 = netfilter_cleanup(observed.get("iptables_save", ""))
     v6 = netfilter_cleanup(observed.get("ip6tables_save", ""))
     nft = nft_cleanup(observed.get("nft_tables", ""))
@@ -420,6 +453,7 @@ def reset_plan(observed):
     items += ["mount: %s" % m for m in mounts]
     items += ["path: %s" % p for p in paths]
     items += ["link: %s" % name for name in links]
+    items += ["route: %s" % r for r in routes]
     items += ["iptables %s" % i for i in v4["items"]]
     items += ["ip6tables %s" % i for i in v6["items"]]
     items += ["nftables table: %s" % t for t in nft]
@@ -429,6 +463,7 @@ def reset_plan(observed):
         "paths": paths,
         "mounts": mounts,
         "links": links,
+        "routes": routes,
         "iptables": v4,
         "ip6tables": v6,
         "nft_tables": nft,

@@ -26,17 +26,19 @@ except ImportError:  # pragma: no cover - reported as a problem by evaluate()
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)")
 
-IMPLEMENTED_CNIS = ("flannel",)
+IMPLEMENTED_CNIS = ("flannel", "calico")
 # Interfaces that CNIs and kube-proxy create on nodes (flannel, the bridge plugin, Calico, Kube-OVN, IPVS).
 CLUSTER_INTERFACES = re.compile(r"^(cni\d*|flannel\.\d+|cali.*|tunl0|vxlan\.calico|kube-ipvs0|ovn0|mirror0|veth.*)$")
-PLANNED_CNIS = ("calico", "kube_ovn")
+PLANNED_CNIS = ("kube_ovn",)
+# The CNI configuration file each CNI writes on a node (which CNI a running cluster has).
+CNI_CONFIG_FILES = {"flannel": "10-flannel.conflist", "calico": "10-calico.conflist"}
 
 DEFAULTS = {
     "cluster_name": "anvil",
     "pod_cidr": "10.244.0.0/16",
     "service_cidr": "10.96.0.0/12",
     "node_cidr_mask": 24,
-    "cni": "flannel",
+    "cni": "calico",
     "control_plane_endpoint": "127.0.0.1:8443",
     "kubernetes_version": None,
     "reserved_cidrs": [],
@@ -47,7 +49,9 @@ DEFAULTS = {
         "worker": {"cpus": 1, "memory_mb": 1000},
     },
     "kernel_features": ["overlay", "br_netfilter", "bridge", "veth", "nf_conntrack", "netfilter_nat", "iptables"],
-    "cni_kernel_features": {"flannel": ["vxlan"]},
+    "cni_kernel_features": {"flannel": ["vxlan"], "calico": ["vxlan", "ip_set", "xt_set", "nf_conntrack"]},
+    # UDP ports each CNI's VXLAN device binds on every node.
+    "cni_udp_ports": {"flannel": [8472], "calico": [4789]},
     "ports": {
         "control_plane": [6443, 2379, 2380, 10250, 10257, 10259],
         "worker": [10250, 10256],
@@ -70,7 +74,8 @@ CHECKS = {
     "control_plane_quorum": "an odd number of control planes (etcd quorum)",
     "cluster_name": "the cluster name is a DNS-1123 label",
     "control_plane_endpoint": "the API endpoint is host:port",
-    "cni": "the CNI is a known, implemented choice",
+    "cni": "the CNI is a known, implemented choice, and the one a running cluster already has",
+    "cni_ports_free": "the CNI's VXLAN UDP port is free (or held by this cluster's own VXLAN device)",
     "network_cidrs": "pod/service CIDRs valid, large enough and overlapping neither each other nor host networks",
     "version_skew": "the target Kubernetes version is valid and installed kubelets are within the skew policy",
     "os_supported": "operating system family and version are supported",
@@ -188,6 +193,7 @@ def check_control_plane_endpoint(cluster, hosts, report):
 def check_cni(cluster, hosts, report):
     cni = cluster.get("cni")
     if cni in IMPLEMENTED_CNIS:
+        check_cni_unchanged(cluster, hosts, report)
         return
     if cni in PLANNED_CNIS:
         report.problem(
@@ -201,6 +207,40 @@ def check_cni(cluster, hosts, report):
             None,
             "anvil_cni %r is not a known CNI; choose one of: %s" % (cni, ", ".join(IMPLEMENTED_CNIS + PLANNED_CNIS)),
         )
+
+
+def check_cni_unchanged(cluster, hosts, report):
+    """A joined node whose CNI configuration is another CNI's: the CNI of a running cluster cannot change."""
+    cni = cluster.get("cni")
+    for name, host in sorted(_live_hosts(hosts).items()):
+        if not host["facts"].get("joined"):
+            continue
+        configs = host["facts"].get("cni_configs") or []
+        running = sorted(c for c, f in CNI_CONFIG_FILES.items() if f in configs and c != cni)
+        if running and CNI_CONFIG_FILES.get(cni) not in configs:
+            report.problem(
+                "cni",
+                name,
+                "anvil_cni is %r but this node runs %s (/etc/cni/net.d/%s): changing the CNI of a running "
+                "cluster is not supported; keep anvil_cni: %s, or reset the cluster and deploy it again"
+                % (cni, running[0], CNI_CONFIG_FILES[running[0]], running[0]),
+            )
+
+
+def check_cni_ports_free(cluster, hosts, report):
+    ports = (cluster.get("cni_udp_ports") or {}).get(cluster.get("cni"), [])
+    for name, host in sorted(_live_hosts(hosts).items()):
+        bound = host["facts"].get("udp_ports") or {}
+        for port in (int(p) for p in ports):
+            procs = bound.get(str(port))
+            if procs is None or (host["facts"].get("joined") and not procs):
+                continue  # free, or the cluster's own VXLAN device (a kernel socket) on a joined node
+            report.problem(
+                "cni_ports_free",
+                name,
+                "UDP port %d (the %s VXLAN port) is already bound by %s: free it or choose another port"
+                % (port, cluster.get("cni"), ", ".join(procs) or "the kernel (another VXLAN device)"),
+            )
 
 
 def _network(check, label, value, report):
@@ -514,6 +554,7 @@ CHECK_FUNCTIONS = {
     "cluster_name": check_cluster_name,
     "control_plane_endpoint": check_control_plane_endpoint,
     "cni": check_cni,
+    "cni_ports_free": check_cni_ports_free,
     "network_cidrs": check_network_cidrs,
     "version_skew": check_version_skew,
     "os_supported": check_os_supported,

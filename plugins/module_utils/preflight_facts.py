@@ -20,6 +20,8 @@ import socket
 from ansible_collections.anvil.cluster.plugins.module_utils.host_probe import read_text
 
 TCP_LISTEN = "0A"
+# A bound UDP socket (st 07, TCP_CLOSE: UDP has no LISTEN state).
+UDP_BOUND = "07"
 
 
 def parse_os_release(text):
@@ -46,12 +48,15 @@ def parse_meminfo(text):
     return out
 
 
-def parse_listening_tcp(text):
-    """/proc/net/tcp or tcp6 text -> list of (port, socket inode) for sockets in LISTEN state."""
+def parse_listening_tcp(text, state=None):
+    """/proc/net/tcp or tcp6 text -> list of (port, socket inode) for sockets in LISTEN state.
+
+    With /proc/net/udp text and ``state=UDP_BOUND`` -> the bound UDP sockets (a kernel socket, such as a
+    VXLAN device's, has inode 0: no process owns it)."""
     out = []
     for line in text.splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 10 or fields[3] != TCP_LISTEN:
+        if len(fields) < 10 or fields[3] != (state or TCP_LISTEN):
             continue
         port = int(fields[1].rsplit(":", 1)[1], 16)
         out.append((port, fields[9]))
@@ -74,12 +79,18 @@ def parse_resolv_conf(text):
     ]
 
 
-def listening_ports(root="/"):
-    """{port: [process names]} for every TCP port in LISTEN state (IPv4 and IPv6)."""
+def listening_ports(root="/", protocol="tcp"):
+    """{port: [process names]} for every TCP port in LISTEN state (IPv4 and IPv6), or with
+    ``protocol="udp"`` every bound UDP port ([] when only the kernel holds it, e.g. a VXLAN device)."""
     sockets = {}
-    for name in ("proc/net/tcp", "proc/net/tcp6"):
-        for port, inode in parse_listening_tcp(read_text(os.path.join(root, name), "") or ""):
-            sockets.setdefault(inode, port)
+    kernel = set()
+    state = UDP_BOUND if protocol == "udp" else TCP_LISTEN
+    for name in ("proc/net/%s" % protocol, "proc/net/%s6" % protocol):
+        for port, inode in parse_listening_tcp(read_text(os.path.join(root, name), "") or "", state):
+            if inode == "0":
+                kernel.add(port)
+            else:
+                sockets.setdefault(inode, port)
     owners = {}
     proc = os.path.join(root, "proc")
     try:
@@ -101,10 +112,19 @@ def listening_ports(root="/"):
             match = re.match(r"^socket:\[(\d+)\]$", target)
             if match and match.group(1) in sockets:
                 owners.setdefault(sockets[match.group(1)], set()).add(comm)
-    result = {}
+    result = dict((port, set()) for port in kernel)
     for port in sockets.values():
         result.setdefault(port, set()).update(owners.get(port, set()))
     return {port: sorted(names) for port, names in result.items()}
+
+
+def cni_configs(directory="/etc/cni/net.d"):
+    """Names of the CNI configuration files a host has (which CNI a joined node runs)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.endswith((".conf", ".conflist", ".json")))
 
 
 def host_identity():

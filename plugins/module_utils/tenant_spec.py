@@ -38,6 +38,12 @@ PSA_PREFIX = "pod-security.kubernetes.io/"
 OBJECT_NAME = "anvil-tenant"
 ISOLATION_POLICY = "anvil-tenant-isolation"
 ALLOW_POLICY_PREFIX = "anvil-allow-from-"
+# The cluster-tier rule (cluster_isolation): one AdminNetworkPolicy per tenant. AdminNetworkPolicies are
+# evaluated before any NetworkPolicy, and namespace users cannot edit them, so a tenant's own policies cannot
+# let another tenant in. The subjects (one tenant's namespaces each) never overlap, so one priority serves all.
+ADMIN_POLICY_API = "policy.networking.k8s.io/v1alpha1"
+ADMIN_POLICY_PREFIX = "anvil-tenant-"
+ADMIN_POLICY_PRIORITY = 50
 ROLE_BINDING_PREFIX = "anvil-tenant-"
 # Tenant roles are namespaced bindings of the cluster's built-in aggregated roles.
 ROLES = {"admin": "admin", "edit": "edit", "view": "view"}
@@ -57,6 +63,7 @@ INHERITED_OPTIONS = (
     "quota",
     "limits",
     "network_isolation",
+    "cluster_isolation",
     "allow_from_namespaces",
     "pod_security",
     "labels",
@@ -69,6 +76,7 @@ TENANT_DEFAULTS = {
     "limits": None,
     "members": None,
     "network_isolation": True,
+    "cluster_isolation": False,
     "allow_from_namespaces": None,
     "pod_security": "baseline",
     "labels": None,
@@ -463,8 +471,9 @@ def normalize_tenant(raw, field=""):
         )
     first = namespaces[0]["name"] if namespaces else name
     members = _members(spec["members"], field + "members", errors, first)
-    if not isinstance(spec["network_isolation"], bool):
-        errors.append("%snetwork_isolation: must be true or false" % field)
+    for flag in ("network_isolation", "cluster_isolation"):
+        if not isinstance(spec[flag], bool):
+            errors.append("%s%s: must be true or false" % (field, flag))
     if not isinstance(spec["force"], bool):
         errors.append("%sforce: must be true or false" % field)
     if errors:
@@ -476,6 +485,7 @@ def normalize_tenant(raw, field=""):
         "namespaces": namespaces,
         "members": members,
         "network_isolation": spec["network_isolation"],
+        "cluster_isolation": spec["cluster_isolation"],
         "allow_from_namespaces": sorted(set(allow_from)),
         "pod_security": pod_security,
         "force": spec["force"],
@@ -628,13 +638,39 @@ def render_namespaced(spec, entry):
     return objects
 
 
+def render_admin_policy(spec):
+    """The tenant's AdminNetworkPolicy: ingress from any other tenant's namespace is denied (namespaces the
+    tenant allows by name excepted); all other traffic passes on to the NetworkPolicies."""
+    tenant = spec["name"]
+    others = [
+        {"key": LABEL_TENANT, "operator": "Exists"},
+        {"key": LABEL_TENANT, "operator": "NotIn", "values": [tenant]},
+    ]
+    if spec["allow_from_namespaces"]:
+        others.append({"key": NAMESPACE_NAME_LABEL, "operator": "NotIn", "values": list(spec["allow_from_namespaces"])})
+    return {
+        "apiVersion": ADMIN_POLICY_API,
+        "kind": "AdminNetworkPolicy",
+        "metadata": _meta(tenant, ADMIN_POLICY_PREFIX + tenant),
+        "spec": {
+            "priority": ADMIN_POLICY_PRIORITY,
+            "subject": {"namespaces": {"matchLabels": {LABEL_TENANT: tenant}}},
+            "ingress": [
+                {"name": "deny-other-tenants", "action": "Deny", "from": [{"namespaces": {"matchExpressions": others}}]}
+            ],
+        },
+    }
+
+
 def render_tenant(spec):
-    """All desired objects of a present tenant: namespaces first, then what they hold."""
+    """All desired objects of a present tenant: namespaces first, then what they hold, then its cluster rule."""
     if spec["state"] != "present":
         return []
     objects = [render_namespace(spec, entry) for entry in spec["namespaces"]]
     for entry in spec["namespaces"]:
         objects.extend(render_namespaced(spec, entry))
+    if spec.get("cluster_isolation"):
+        objects.append(render_admin_policy(spec))
     return objects
 
 
@@ -681,6 +717,7 @@ def plan_tenants(specs, namespaces, objects, prune=False, prune_force=False):
                     "namespaces": [],
                     "members": [],
                     "network_isolation": False,
+                    "cluster_isolation": False,
                     "allow_from_namespaces": [],
                     "pod_security": "baseline",
                     "force": prune_force,

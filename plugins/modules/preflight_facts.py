@@ -90,6 +90,14 @@ preflight:
     listening_ports:
       description: TCP port (as a string) to the names of the processes listening on it.
       type: dict
+    udp_ports:
+      description: Bound UDP port (as a string) to the names of the processes holding it (empty for a kernel
+        socket such as a VXLAN device's).
+      type: dict
+    cni_configs:
+      description: File names in /etc/cni/net.d (tell which CNI a joined node runs).
+      type: list
+      elements: str
     ipv4:
       description: IPv4 addresses with interface and prefix length.
       type: list
@@ -175,6 +183,8 @@ def main():
         "kernel": probe,
         "kernel_features": feature_states(probe),
         "listening_ports": {str(k): v for k, v in pf.listening_ports().items()},
+        "udp_ports": {str(k): v for k, v in pf.listening_ports(protocol="udp").items()},
+        "cni_configs": pf.cni_configs(),
         "ipv4": pf.parse_ipv4_addresses(ip_out) if ip_rc == 0 else [],
         "nameservers": pf.parse_resolv_conf(_read("/etc/resolv.conf")),
         "time_epoch": time.time(),

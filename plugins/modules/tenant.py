@@ -132,6 +132,17 @@ options:
         allowed namespace in each tenant namespace. Egress is not restricted.
     type: bool
     default: true
+  cluster_isolation:
+    description:
+      - Also keep every other tenant out at the cluster tier, whatever the tenant's own NetworkPolicies say.
+        The AdminNetworkPolicy C(anvil-tenant-<name>) (priority 50) denies ingress to the tenant's namespaces
+        from namespaces of any other tenant (except those in I(allow_from_namespaces)). Namespace users, even
+        a tenant's C(admin) members, cannot change AdminNetworkPolicies, and they are evaluated before every
+        NetworkPolicy; traffic they do not deny passes on to the NetworkPolicies of I(network_isolation).
+      - Needs a CNI that implements AdminNetworkPolicy (Calico, C(anvil_cni=calico)); on a cluster that does
+        not serve C(policy.networking.k8s.io/v1alpha1) the module fails before changing anything.
+    type: bool
+    default: false
   allow_from_namespaces:
     description:
       - Namespaces whose pods may reach the tenant's pods, for example the ingress controller's and monitoring.
@@ -160,7 +171,8 @@ options:
       - Many tenants in one task (one API list per kind, concurrent writes). Mutually exclusive with I(name).
       - I(namespaces) and I(members) cannot be combined with I(tenants); set them in each entry.
       - Each entry takes the same options as a single tenant; I(state), I(quota), I(limits),
-        I(network_isolation), I(allow_from_namespaces), I(pod_security), I(labels), I(annotations) and
+        I(network_isolation), I(cluster_isolation), I(allow_from_namespaces), I(pod_security), I(labels),
+        I(annotations) and
         I(force) default to the module's top-level values.
     type: list
     elements: dict
@@ -191,6 +203,9 @@ options:
         suboptions: *member_options
       network_isolation:
         description: As the top-level I(network_isolation).
+        type: bool
+      cluster_isolation:
+        description: As the top-level I(cluster_isolation).
         type: bool
       allow_from_namespaces:
         description: As the top-level I(allow_from_namespaces).
@@ -370,6 +385,7 @@ from ansible_collections.anvil.cluster.plugins.module_utils.k8s.module import Ku
 from ansible_collections.anvil.cluster.plugins.module_utils.k8s.waiter import wait_until
 from ansible_collections.anvil.cluster.plugins.module_utils.reconcile import clean_for_diff, execute
 from ansible_collections.anvil.cluster.plugins.module_utils.tenant_spec import (
+    ADMIN_POLICY_API,
     LABEL_MANAGED_BY,
     LABEL_TENANT,
     MANAGER,
@@ -386,6 +402,9 @@ NAMESPACED_KINDS = (
     ("rbac.authorization.k8s.io/v1", "RoleBinding"),
     ("networking.k8s.io/v1", "NetworkPolicy"),
 )
+# Flannel's DaemonSet (namespace, name) as the cni_flannel role deploys it: its presence means that
+# NetworkPolicies are not enforced.
+FLANNEL_DAEMONSET = ("kube-flannel", "kube-flannel-ds")
 # With more missing namespaces than this, list all namespaces once instead of one GET per namespace.
 GET_NAMESPACES_MAX = 50
 
@@ -413,6 +432,7 @@ def _tenant_options(defaults):
         limits=dict(type="dict", options=_limits_options()),
         members=dict(type="list", elements="dict", options=_member_options()),
         network_isolation=dict(type="bool"),
+        cluster_isolation=dict(type="bool"),
         allow_from_namespaces=dict(type="list", elements="str"),
         pod_security=dict(type="str", choices=["privileged", "baseline", "restricted"]),
         labels=dict(type="dict"),
@@ -425,7 +445,9 @@ def _tenant_options(defaults):
 
 
 def argument_spec():
-    spec = _tenant_options(dict(state="present", network_isolation=True, pod_security="baseline", force=False))
+    spec = _tenant_options(
+        dict(state="present", network_isolation=True, cluster_isolation=False, pod_security="baseline", force=False)
+    )
     spec.update(
         name=dict(type="str"),
         tenants=dict(
@@ -449,19 +471,36 @@ def _clean_params(params):
 
 
 def read_cluster(rest, specs, single):
-    """Existing managed namespaces/objects, plus the desired namespaces that exist without our labels."""
+    """Existing managed namespaces/objects, plus the desired namespaces that exist without our labels.
+
+    Also returns what the cluster offers for isolation: whether it serves AdminNetworkPolicy, and whether
+    Flannel (which enforces no NetworkPolicy) is its CNI. All lists and probes run concurrently.
+    """
     selector = "%s=%s" % (LABEL_MANAGED_BY, MANAGER)
     if single:
         selector += ",%s=%s" % (LABEL_TENANT, specs[0]["name"])
-    lists = [("v1", "Namespace"), *list(NAMESPACED_KINDS)]
-    results = rest.map(lambda item: rest.list(item[0], item[1], label_selector=selector), lists)
+    lists = [("v1", "Namespace"), *list(NAMESPACED_KINDS), (ADMIN_POLICY_API, "AdminNetworkPolicy")]
+    isolating = any(s["state"] == "present" and s["network_isolation"] for s in specs)
+
+    def read(item):
+        if item == "flannel":
+            return rest.get("apps/v1", "DaemonSet", FLANNEL_DAEMONSET[1], FLANNEL_DAEMONSET[0]) is not None
+        if rest.resource(*item) is None:
+            return None  # not served (AdminNetworkPolicy without a CNI that implements it)
+        return rest.list(item[0], item[1], label_selector=selector)
+
+    results = rest.map(read, lists + (["flannel"] if isolating else []))
     for _item, _result, error in results:
         if error is not None:
             raise error
     namespaces = dict((ns["metadata"]["name"], ns) for ns in results[0][1])
     objects = []
-    for _item, result, _error in results[1:]:
-        objects.extend(result)
+    for _item, result, _error in results[1 : len(lists)]:
+        objects.extend(result or [])
+    offers = {
+        "admin_network_policy": results[len(lists) - 1][1] is not None,
+        "flannel": bool(isolating and results[-1][1]),
+    }
     wanted = set()
     for spec in specs:
         wanted.update(entry["name"] for entry in spec["namespaces"])
@@ -476,7 +515,7 @@ def read_cluster(rest, specs, single):
                 raise error
             if found is not None:
                 namespaces[name] = found
-    return namespaces, objects
+    return namespaces, objects, offers
 
 
 def namespace_contents(rest, names):
@@ -564,7 +603,19 @@ def run(module):
 
     rest = module.client(concurrency=module.params["concurrency"])
     try:
-        namespaces, objects = read_cluster(rest, specs, single)
+        namespaces, objects, offers = read_cluster(rest, specs, single)
+        wants_cluster_tier = [s["name"] for s in specs if s["state"] == "present" and s["cluster_isolation"]]
+        if wants_cluster_tier and not offers["admin_network_policy"]:
+            raise ModuleFailure(
+                "Nothing was changed: cluster_isolation (tenants %s) needs AdminNetworkPolicy (%s), which this "
+                "cluster does not serve; deploy a CNI that implements it (anvil_cni: calico) or set "
+                "cluster_isolation: false" % (", ".join(wants_cluster_tier[:5]), ADMIN_POLICY_API)
+            )
+        if offers["flannel"]:
+            module.warn(
+                "this cluster's CNI is Flannel, which does not enforce NetworkPolicy: the tenants' network "
+                "isolation is written but traffic is not filtered; use anvil_cni: calico to enforce it"
+            )
         plan = plan_tenants(
             specs, namespaces, objects, prune=module.params["prune"] and not single, prune_force=module.params["force"]
         )

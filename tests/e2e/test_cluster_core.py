@@ -72,6 +72,7 @@ ALL_CHECKS = [
     "cluster_name",
     "control_plane_endpoint",
     "cni",
+    "cni_ports_free",
     "network_cidrs",
     "version_skew",
     "os_supported",
@@ -87,7 +88,7 @@ ALL_CHECKS = [
 ]
 
 BAD_VARS = {
-    "cni not implemented": ({"anvil_cni": "calico"}, "[cni] inventory: anvil_cni 'calico' is not implemented yet"),
+    "cni not implemented": ({"anvil_cni": "kube_ovn"}, "[cni] inventory: anvil_cni 'kube_ovn' is not implemented yet"),
     "cni unknown": ({"anvil_cni": "weave"}, "is not a known CNI"),
     "pod cidr overlaps hosts": ({"anvil_pod_cidr": "198.18.0.0/16"}, "anvil_pod_cidr 198.18.0.0/16 overlaps"),
     "pod/service overlap": ({"anvil_service_cidr": "10.244.0.0/16"}, "overlaps anvil_service_cidr"),

@@ -136,8 +136,12 @@ def assert_host_clean(node: str) -> None:
         'do [ -e "$p" ] && echo "path $p"; done; '
         # containerd creates an empty CNI configuration directory when it starts: only files in it count.
         "find /etc/cni/net.d -mindepth 1 2>/dev/null | sed 's/^/path /'; "
-        "iptables-save | grep -E '^:(KUBE-|CNI-|FLANNEL)' || true; "
-        "ip -o link show | grep -E ' (cni0|flannel\\.1)[:@]' || true; "
+        "iptables-save | grep -E '^:(KUBE-|CNI-|FLANNEL|cali-)' || true; "
+        "ip -o link show | grep -E ' (cni0|flannel\\.1|vxlan\\.calico|cali[0-9a-f]{11})[:@]' "
+        "| sed 's/^/link /' || true; "
+        "ip route show proto 80 | sed 's/^/route /'; "
+        "nft list tables | grep -E ' (calico|flannel|kube-proxy)' || true; "
+        "[ -e /var/lib/calico ] && echo 'path /var/lib/calico'; "
         "systemctl is-active kubelet || true",
     )
     lines = [line for line in leftovers.splitlines() if line.strip() and line.strip() not in ("inactive", "unknown")]

@@ -340,3 +340,43 @@ def test_members_with_health_from_probe_results():
         ("cp5", True),
         ("cp6", False),
     ]
+
+
+CALICO_SAVE = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:cali-INPUT - [0:0]
+:cali-FORWARD - [0:0]
+:site-guard - [0:0]
+-A INPUT -m comment --comment "cali:Cz_u1IQiXIMmKD4c" -j cali-INPUT
+-A FORWARD -m comment --comment "cali:wUHhoiAYhphO9Mso" -j cali-FORWARD
+-A INPUT -p tcp --dport 22 -j site-guard
+-A cali-INPUT -m comment --comment "cali:msRIDfJRWnYwzW4g" -j ACCEPT
+COMMIT
+"""
+
+
+def test_reset_of_a_calico_node_removes_its_links_routes_chains_and_tables_only():
+    routes = [
+        {"type": "blackhole", "dst": "10.244.52.0/26", "protocol": "80", "flags": []},
+        {"dst": "10.244.52.7", "dev": "cali1a2b3c4d5e6", "protocol": "80", "scope": "link", "flags": []},
+        {"dst": "10.244.7.0/26", "gateway": "10.244.7.0", "dev": "vxlan.calico", "protocol": "80", "flags": ["onlink"]},
+        {"dst": "10.9.0.0/16", "gateway": "198.18.0.1", "dev": "host0", "protocol": "static", "flags": []},
+    ]
+    plan = lc.reset_plan(
+        {
+            "links": ["lo", "host0", "vxlan.calico", "cali1a2b3c4d5e6", "calicoctl0", "caliXYZ"],
+            "routes": routes,
+            "iptables_save": CALICO_SAVE,
+            "nft_tables": "table ip calico\ntable inet site\n",
+        }
+    )
+    assert plan["links"] == ["vxlan.calico", "cali1a2b3c4d5e6"]
+    # Only the blackhole block route: the others go with their devices; the host's own route stays.
+    assert plan["routes"] == ["blackhole 10.244.52.0/26 proto 80"]
+    assert plan["nft_tables"] == ["ip calico"]
+    script = plan["iptables"]["script"]
+    assert "-X cali-INPUT" in script and "-X cali-FORWARD" in script
+    assert '-D INPUT -m comment --comment "cali:Cz_u1IQiXIMmKD4c" -j cali-INPUT' in script
+    assert "site-guard" not in script
+    assert "route: blackhole 10.244.52.0/26 proto 80" in plan["items"]

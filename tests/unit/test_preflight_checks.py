@@ -31,6 +31,8 @@ def host_facts(name, ip, machine_id):
             "vxlan": "module",
         },
         "listening_ports": {"22": ["sshd"]},
+        "udp_ports": {"68": ["dhclient"]},
+        "cni_configs": [],
         "ipv4": [
             {"interface": "lo", "address": "127.0.0.1", "prefix": 8},
             {"interface": "eth0", "address": ip, "prefix": 24},
@@ -129,6 +131,20 @@ def _same_node_ip(hosts):
     hosts["w2"]["facts"]["ipv4"][1]["address"] = "198.18.0.21"
 
 
+def _running_flannel_asked_calico(hosts, cluster):
+    cluster["cni"] = "calico"
+    for facts in (h["facts"] for h in hosts.values()):
+        facts["kernel_features"].update(ip_set="builtin", xt_set="builtin")
+    hosts["w1"]["facts"].update(joined=True, cni_configs=["10-flannel.conflist"])
+
+
+def _calico_without_ipset(hosts, cluster):
+    cluster["cni"] = "calico"
+    for facts in (h["facts"] for h in hosts.values()):
+        facts["kernel_features"].update(ip_set="builtin", xt_set="builtin")
+    hosts["cp1"]["facts"]["kernel_features"]["ip_set"] = "missing"
+
+
 def _two_cps(cluster):
     cluster["groups"] = {"control_plane": ["cp1", "w1"], "workers": ["w2"]}
 
@@ -199,7 +215,26 @@ BAD = {
         None,
         "external etcd is not implemented",
     ),
-    "CNI not implemented yet": (_cluster("cni", "calico"), "cni", None, "not implemented yet"),
+    "CNI not implemented yet": (_cluster("cni", "kube_ovn"), "cni", None, "not implemented yet"),
+    "CNI changed on a running cluster": (
+        _running_flannel_asked_calico,
+        "cni",
+        "w1",
+        "changing the CNI of a running cluster is not supported",
+    ),
+    "VXLAN port taken": (
+        _set(["w2", "udp_ports"], {"8472": ["socat"]}),
+        "cni_ports_free",
+        "w2",
+        "UDP port 8472 (the flannel VXLAN port) is already bound by socat",
+    ),
+    "VXLAN port held by another VXLAN device": (
+        _set(["w2", "udp_ports"], {"8472": []}),
+        "cni_ports_free",
+        "w2",
+        "the kernel (another VXLAN device)",
+    ),
+    "Calico without ip_set": (_calico_without_ipset, "kernel_features", "cp1", "ip_set"),
     "CNI unknown": (_cluster("cni", "weave"), "cni", None, "not a known CNI"),
     "bad cluster name": (_cluster("cluster_name", "Prod_A"), "cluster_name", None, "DNS-1123"),
     "bad endpoint": (
@@ -350,3 +385,15 @@ def test_joined_host_pod_network_interfaces_are_not_host_networks():
     # ... but on a host that is not part of the cluster yet, such an address is a conflict.
     hosts["w1"]["facts"]["joined"] = False
     assert [p["check"] for p in problems_of(hosts, cluster)] == ["network_cidrs", "network_cidrs"]
+
+
+def test_calico_cluster_passes_and_a_joined_calico_node_may_hold_its_vxlan_port():
+    hosts, cluster = good()
+    cluster["cni"] = "calico"
+    for facts in (h["facts"] for h in hosts.values()):
+        facts["kernel_features"].update(ip_set="builtin", xt_set="module")
+    assert problems_of(hosts, cluster) == []
+    hosts["w1"]["facts"].update(joined=True, cni_configs=["10-calico.conflist"], udp_ports={"4789": []})
+    assert problems_of(hosts, cluster) == []
+    hosts["w1"]["facts"]["udp_ports"] = {"4789": ["dnsmasq"]}
+    assert [p["check"] for p in problems_of(hosts, cluster)] == ["cni_ports_free"]

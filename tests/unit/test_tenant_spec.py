@@ -421,3 +421,40 @@ def test_prune_removes_unlisted_tenants():
     plan = plan_tenants(specs, namespaces, objects, prune=True, prune_force=True)
     assert actions_of(plan) == [("delete", "Namespace/b")]
     assert plan["tenants"][1]["force"] is True
+
+
+# --------------------------------------------------------------------------- cluster-tier isolation
+
+
+def test_cluster_isolation_denies_other_tenants_except_allowed_namespaces():
+    spec = normalize_tenant({"name": "t", "cluster_isolation": True, "allow_from_namespaces": ["monitoring"]})
+    policy = by_ref(render_tenant(spec))["AdminNetworkPolicy/anvil-tenant-t"]
+    assert policy["apiVersion"] == "policy.networking.k8s.io/v1alpha1"
+    assert "namespace" not in policy["metadata"]
+    assert policy["metadata"]["labels"] == {LABEL_MANAGED_BY: MANAGER, LABEL_TENANT: "t"}
+    assert policy["spec"]["subject"] == {"namespaces": {"matchLabels": {LABEL_TENANT: "t"}}}
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["action"] == "Deny"
+    assert rule["from"] == [
+        {
+            "namespaces": {
+                "matchExpressions": [
+                    {"key": LABEL_TENANT, "operator": "Exists"},
+                    {"key": LABEL_TENANT, "operator": "NotIn", "values": ["t"]},
+                    {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["monitoring"]},
+                ]
+            }
+        }
+    ]
+    assert "AdminNetworkPolicy/anvil-tenant-t" not in by_ref(render_tenant(normalize_tenant({"name": "t"})))
+
+
+def test_cluster_isolation_on_off_and_tenant_removal():
+    on = normalize_tenant({"name": "t", "cluster_isolation": True})
+    namespaces, objects = cluster_of(render_tenant(on))
+    assert actions_of(plan_tenants([on], namespaces, objects)) == []
+    off = normalize_tenant({"name": "t"})
+    assert actions_of(plan_tenants([off], namespaces, objects)) == [("delete", "AdminNetworkPolicy/anvil-tenant-t")]
+    gone = plan_tenants([normalize_tenant({"name": "t", "state": "absent"})], namespaces, objects)
+    assert actions_of(gone) == [("delete", "AdminNetworkPolicy/anvil-tenant-t"), ("delete", "Namespace/t")]
+    assert "cluster_isolation: must be true or false" in errors_of({"name": "t", "cluster_isolation": "yes"})[0]

@@ -209,3 +209,51 @@ def test_apt_repo_key_depends_on_the_set_of_packages_only():
 
     assert mirror.apt_repo_key(["b", "a", "a"]) == mirror.apt_repo_key(["a", "b"])
     assert mirror.apt_repo_key(["a"]) != mirror.apt_repo_key(["a", "b"])
+
+
+def test_go_proxy_never_falls_back_to_direct_vcs_fetches():
+    assert artifacts.module_proxy("https://proxy.golang.org,direct") == "https://proxy.golang.org"
+    assert artifacts.module_proxy("https://a.example|https://b.example,off") == "https://a.example,https://b.example"
+    assert artifacts.module_proxy("direct") == "https://proxy.golang.org"
+    assert artifacts.go_env()["GOPROXY"].split(",")[-1] not in ("direct", "off")
+
+
+def test_inherited_replaces_keep_versions_and_drop_local_paths():
+    gomod = """module example.com/m
+
+replace (
+\texample.com/api => ./api
+\tk8s.io/api => k8s.io/api v0.33.5 // tested with
+\tgopkg.in/x.v2 v2.1.0 => gopkg.in/x.v2 v2.0.0
+)
+
+replace example.com/one => example.com/fork v1.2.3
+"""
+    assert artifacts.module_version_replaces(gomod) == [
+        ("k8s.io/api", "k8s.io/api", "v0.33.5"),
+        ("gopkg.in/x.v2", "gopkg.in/x.v2", "v2.0.0"),
+        ("example.com/one", "example.com/fork", "v1.2.3"),
+    ]
+
+
+def test_checksum_database_is_skipped_only_for_named_modules_with_pinned_hashes(manifest):
+    calico = manifest["anvil_versions"]["calico"]["source"]
+    assert calico["nosumdb"] == ["github.com/projectcalico"]
+    assert artifacts.pinned_sums(calico).splitlines()[0].startswith("github.com/projectcalico/api v0.0.0-")
+    bad = copy.deepcopy(calico)
+    bad["sums"]["golang.org/x/net v0.1.0"] = "h1:" + "A" * 43 + "="
+    bad["nosumdb"].append("github.com/other")
+    bad["sums"]["github.com/projectcalico/api v0.0.0-x"] = "sha256:abc"
+    problems = artifacts._validate_sums("calico", bad)
+    assert any("golang.org/x/net is not under source.nosumdb" in p for p in problems)
+    assert any("github.com/other skips the checksum database with no hash pinned" in p for p in problems)
+    assert any("want 'module version' -> 'h1:<base64 sha256>'" in p for p in problems)
+    assert artifacts._validate_sums("calico", calico) == []
+
+
+def test_pseudo_version_builds_keep_the_release_version_for_paths_and_tags(manifest):
+    calico = manifest["anvil_versions"]["calico"]
+    assert artifacts.module_version(calico).startswith("v0.0.0-20251021213802-")
+    assert artifacts.binary_path("calico", "calico-node", manifest).parts[-3] == "v3.31.0"
+    assert {i["tag"] for i in artifacts.component_images(calico)} == {"v3.31.0"}
+    assert artifacts.module_version(manifest["anvil_versions"]["etcd"]) == "v3.6.6"
