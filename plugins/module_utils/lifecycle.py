@@ -406,11 +406,12 @@ def owned_links(link_names):
 
 
 def owned_routes(routes):
-    """Routes felix created, from `ip -j route show proto 80` (or any route list with `protocol`), as
-    `ip route del` arguments; the devices' own routes go with them and are left out."""
+    """Routes felix created, from `ip -j route show proto 80` (which leaves the `protocol` key out, as
+    it leaves `proto 80` out of its text: the filter says it), or from any route list with `protocol`,
+    as `ip route del` arguments; the routes through Calico's own devices go with them and are left out."""
     out = []
     for route in routes or []:
-        if str(route.get("protocol")) not in (FELIX_ROUTE_PROTOCOL, "felix"):
+        if str(route.get("protocol", FELIX_ROUTE_PROTOCOL)) not in (FELIX_ROUTE_PROTOCOL, "felix"):
             continue
         if route.get("dev") and (route["dev"] in OWNED_LINKS or OWNED_LINK_PATTERN.match(route["dev"])):
             continue

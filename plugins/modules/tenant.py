@@ -36,8 +36,10 @@ description:
     C(edit) - deploys and operates applications (workloads, Services, ConfigMaps, Secrets, PVCs,
     NetworkPolicies), cannot view or change roles and bindings. C(view) - read-only access to most
     objects, no Secrets, for example auditors. Platform-wide roles stay outside this module.
-  - Network isolation needs a CNI plugin that enforces NetworkPolicy (Calico, Kube-OVN, Cilium);
-    Flannel alone stores but does not enforce the policies.
+  - Network isolation needs a CNI plugin that enforces NetworkPolicy (Calico, the collection's default, or
+    Cilium); Flannel stores but does not enforce the policies, and the module warns when the cluster runs
+    Flannel. NetworkPolicies are additive, so a tenant's own members can open their namespaces; I(cluster_isolation)
+    adds a cluster-tier rule they cannot change.
 author:
   - anvil.cluster contributors (@anvil-cluster)
 options:
@@ -291,6 +293,12 @@ EXAMPLES = r"""
     tenants: "{{ anvil_tenants }}"
     allow_from_namespaces: [ingress-nginx, monitoring]
     prune: true
+
+- name: Tenants that their own admins cannot open to each other (needs Calico, anvil_cni=calico)
+  anvil.cluster.tenant:
+    tenants: "{{ anvil_tenants }}"
+    cluster_isolation: true
+    allow_from_namespaces: [monitoring]
 
 - name: Remove a tenant and its namespaces even if workloads still run there
   anvil.cluster.tenant:

@@ -7,18 +7,17 @@ first run, then the slowest tasks of the re-run (where a no-op run spends its ti
 test: the e2e tests assert behaviour; this prints numbers.
 
 It uses the default testbed and refuses to run when machines of it are already running (it would tear
-them down). The mirror is started if it is not serving, and stopped again afterwards.
+them down). The mirror is shared as the e2e tests share it (tests/helpers/mirror.py).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import time
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
-from tools import anvil_env
+from tests.helpers.mirror import default_url, shared_mirror
 from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
@@ -45,49 +44,46 @@ def main() -> int:
     if any(m.running() for m in tb.load_machines()):
         print("bench_site: testbed machines are running; run `make testbed-down` first (this bench recreates them)")
         return 2
-    mirror = [sys.executable, str(REPO_ROOT / "tools" / "mirror.py")]
-    mirror_was_up = subprocess.run([*mirror, "status"], capture_output=True, check=False).returncode == 0
-    bridge_existed = tb.link_exists(anvil_env.ANVIL_BRIDGE)
-    subprocess.run([*mirror, "up"], check=True, capture_output=True)
     WORK.mkdir(parents=True, exist_ok=True)
     extra = {"anvil_kubeconfig_dest": str(WORK / "admin.conf"), "anvil_cluster_name": "bench"}
-    try:
-        tb.build_rootfs()
-        tb.down()
-        started = time.monotonic()
-        tb.up(NODES, 1)
-        up_s = time.monotonic() - started
-        idle = [
-            f"{r['name']} RSS {r['rss_mib']} MiB / PSS {r['pss_mib']} MiB, {r['processes']} processes"
-            for r in tb.status_rows()
-        ]
+    # The mirror as the e2e tests share it: started if it is not serving, stopped by the last user.
+    with shared_mirror(default_url()):
+        try:
+            return run(extra)
+        finally:
+            tb.down()
 
-        started = time.monotonic()
-        first = run_playbook(SITE, inventory=tb.INVENTORY, extra_vars=extra)
-        first_s = time.monotonic() - started
-        if first.rc != 0:
-            print(first.stdout[-3000:], first.stderr[-2000:])
-            return 1
-        started = time.monotonic()
-        second = run_playbook(SITE, inventory=tb.INVENTORY, extra_vars=extra)
-        second_s = time.monotonic() - started
 
-        print(f"testbed up ({NODES} machines, warm): {up_s:6.1f} s")
-        print("idle machines: " + "; ".join(idle))
-        print(f"site.yml first run:                 {first_s:6.1f} s  changed={first.changed()}")
-        print(f"site.yml re-run:                    {second_s:6.1f} s  changed={second.changed()} rc={second.rc}")
-        print(f"re-run / first run:                 {100 * second_s / first_s:6.1f} %")
-        print(f"tasks run on the re-run:            {len(second.tasks)}")
-        print("slowest tasks of the re-run:")
-        for seconds, name in task_seconds(second)[:12]:
-            print(f"  {seconds:6.2f} s  {name}")
-    finally:
-        tb.down()
-        if not mirror_was_up:
-            subprocess.run([*mirror, "down"], capture_output=True, check=False)
-        # The mirror's start created the bridge: leave the host as it was.
-        if not bridge_existed and tb.link_exists(anvil_env.ANVIL_BRIDGE):
-            subprocess.run(["ip", "link", "del", anvil_env.ANVIL_BRIDGE], check=False)
+def run(extra: dict) -> int:
+    tb.build_rootfs()
+    tb.down()
+    started = time.monotonic()
+    tb.up(NODES, 1)
+    up_s = time.monotonic() - started
+    idle = [
+        f"{r['name']} RSS {r['rss_mib']} MiB / PSS {r['pss_mib']} MiB, {r['processes']} processes"
+        for r in tb.status_rows()
+    ]
+
+    started = time.monotonic()
+    first = run_playbook(SITE, inventory=tb.INVENTORY, extra_vars=extra)
+    first_s = time.monotonic() - started
+    if first.rc != 0:
+        print(first.stdout[-3000:], first.stderr[-2000:])
+        return 1
+    started = time.monotonic()
+    second = run_playbook(SITE, inventory=tb.INVENTORY, extra_vars=extra)
+    second_s = time.monotonic() - started
+
+    print(f"testbed up ({NODES} machines, warm): {up_s:6.1f} s")
+    print("idle machines: " + "; ".join(idle))
+    print(f"site.yml first run:                 {first_s:6.1f} s  changed={first.changed()}")
+    print(f"site.yml re-run:                    {second_s:6.1f} s  changed={second.changed()} rc={second.rc}")
+    print(f"re-run / first run:                 {100 * second_s / first_s:6.1f} %")
+    print(f"tasks run on the re-run:            {len(second.tasks)}")
+    print("slowest tasks of the re-run:")
+    for seconds, name in task_seconds(second)[:12]:
+        print(f"  {seconds:6.2f} s  {name}")
     return 0
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.mirror import shared_mirror
+from tests.helpers.mirror import default_url, shared_mirror
 from tests.helpers.testbed import Testbed, host_snapshot
-from tools import anvil_env
 from tools import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -69,15 +68,9 @@ def testbed() -> Testbed:
         tb.down()
 
 
-def _mirror_url() -> str:
-    return os.environ.get("ANVIL_TESTBED_MIRROR_URL") or (
-        f"http://{anvil_env.ANVIL_BRIDGE_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
-    )
-
-
 @pytest.fixture(scope="session")
 def mirror():
     """Base URL of a running mirror whose /apt/ repository answers (started with tools/mirror.py if needed,
     shared with the other test sessions on this host: tests/helpers/mirror.py)."""
-    with shared_mirror(_mirror_url()) as url:
+    with shared_mirror(default_url()) as url:
         yield url

@@ -411,6 +411,12 @@ def test_rerun_changes_nothing(testbed, cluster):
     print(f"\nsite.yml re-run: {second_time:.1f} s vs first {cluster['first_time']:.1f} s")
 
 
+def test_preflight_refuses_another_cni_on_the_running_cluster(testbed, cluster):
+    # The cluster runs the default CNI (Calico); its nodes' /etc/cni/net.d says so.
+    result = run_playbook(SITE, inventory=testbed.inventory, extra_vars={**base_vars(), "anvil_cni": "flannel"})
+    _assert_refused(result, "changing the CNI of a running cluster is not supported")
+
+
 def _item_label(item) -> str:
     """The path or service a loop item of the host-state pass stands for."""
     if isinstance(item, dict):

@@ -33,6 +33,13 @@ SESSIONS = LEASES / "live"
 STARTED_BY_TESTS = LEASES / "started-by-tests.json"
 
 
+def default_url() -> str:
+    """The mirror the testbed's machines install from (ANVIL_TESTBED_MIRROR_URL points elsewhere)."""
+    return os.environ.get("ANVIL_TESTBED_MIRROR_URL") or (
+        f"http://{anvil_env.ANVIL_BRIDGE_ADDR}:{anvil_env.ANVIL_MIRROR_HTTP_PORT}"
+    )
+
+
 def answers(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=3) as resp:

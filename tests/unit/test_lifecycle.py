@@ -358,7 +358,8 @@ COMMIT
 
 def test_reset_of_a_calico_node_removes_its_links_routes_chains_and_tables_only():
     routes = [
-        {"type": "blackhole", "dst": "10.244.52.0/26", "protocol": "80", "flags": []},
+        # As `ip -j route show proto 80` prints it: without the protocol it was filtered by.
+        {"type": "blackhole", "dst": "10.244.52.0/26", "flags": []},
         {"dst": "10.244.52.7", "dev": "cali1a2b3c4d5e6", "protocol": "80", "scope": "link", "flags": []},
         {"dst": "10.244.7.0/26", "gateway": "10.244.7.0", "dev": "vxlan.calico", "protocol": "80", "flags": ["onlink"]},
         {"dst": "10.9.0.0/16", "gateway": "198.18.0.1", "dev": "host0", "protocol": "static", "flags": []},
