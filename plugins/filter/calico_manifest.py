@@ -79,6 +79,10 @@ options:
       resources:
         description: Resources of the felix container.
         type: dict
+      api_endpoint:
+        description: C(host:port) calico-node, the CNI plugin and kube-controllers reach the API server at
+          (the ConfigMap C(kubernetes-services-endpoint) upstream's manifest reads); unset uses the Service.
+        type: str
 """
 
 EXAMPLES = r"""

@@ -207,7 +207,8 @@ def adapt(docs, typha_docs, settings):
 
     ``settings``: image_repository, image_tag, pod_cidr, block_size, vxlan_mode, vxlan_port, vxlan_vni,
     mtu (or host_mtu), iptables_backend (or host_iptables), typha_replicas (or nodes and typha_threshold),
-    and optionally ip_autodetection_method and resources (of felix). See resolve().
+    and optionally ip_autodetection_method, resources (of felix) and api_endpoint (host:port Calico reaches
+    the API server at, such as the node-local load balancer). See resolve().
     """
     settings = resolve(settings)
     _check(settings)
@@ -220,6 +221,24 @@ def adapt(docs, typha_docs, settings):
     config["data"]["veth_mtu"] = str(settings["mtu"])
     config["data"]["calico_backend"] = "vxlan"
     config["data"]["typha_service_name"] = "calico-typha" if settings["typha_replicas"] else "none"
+
+    endpoint = settings.get("api_endpoint")
+    if endpoint:
+        # calico-node, the CNI plugin (its kubeconfig) and kube-controllers reach the API server here instead
+        # of through the kubernetes Service: a pod's network teardown then needs neither kube-proxy's rules
+        # nor a Service endpoint that may be the API server of a control plane being removed.
+        host, sep, port = str(endpoint).rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise CalicoManifestError("api_endpoint must be host:port, not %r" % (endpoint,))
+        docs.insert(
+            docs.index(config) + 1,
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "kubernetes-services-endpoint", "namespace": "kube-system"},
+                "data": {"KUBERNETES_SERVICE_HOST": host.strip("[]"), "KUBERNETES_SERVICE_PORT": port},
+            },
+        )
 
     ds = _find(docs, "DaemonSet", "calico-node")
     _pod_images(ds, repo, tag)

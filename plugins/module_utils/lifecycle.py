@@ -426,6 +426,7 @@ def reset_plan(observed):
     observed keys (all optional): candidate_paths (what a reset removes; default RESET_PATHS),
     existing_paths (those of them present on the host), iptables_save, ip6tables_save, nft_tables,
     links (names), routes (`ip -j route show proto 80`), proc_mounts, pods (CRI pod sandbox ids),
+    control_plane_pods (those of them that are kubeadm's static control-plane pods: stopped last),
     containers (k8s.io containerd ids), images (k8s.io image refs), kubelet_active (bool).
 
     Returns {"empty": bool, "items": [...], "paths": [...], "mounts": [...], "links": [...], "routes": [...],
@@ -442,6 +443,7 @@ def reset_plan(observed):
     v6 = netfilter_cleanup(observed.get("ip6tables_save", ""))
     nft = nft_cleanup(observed.get("nft_tables", ""))
     pods = list(observed.get("pods") or [])
+    static = [p for p in observed.get("control_plane_pods") or [] if p in pods]
     containers = list(observed.get("containers") or [])
     images = list(observed.get("images") or [])
     stop_kubelet = bool(observed.get("kubelet_active"))
@@ -469,6 +471,7 @@ def reset_plan(observed):
         "ip6tables": v6,
         "nft_tables": nft,
         "pods": pods,
+        "control_plane_pods": static,
         "containers": containers,
         "images": images,
         "stop_kubelet": stop_kubelet,

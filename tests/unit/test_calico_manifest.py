@@ -180,6 +180,18 @@ def test_each_process_is_its_own_container_after_startup_init_containers():
         assert c["securityContext"] == {"privileged": True}
 
 
+def test_api_endpoint_becomes_the_services_endpoint_config_map():
+    docs = adapt(upstream(), [], settings(api_endpoint="127.0.0.1:8443"))
+    endpoint = by(docs, "ConfigMap", "kubernetes-services-endpoint")
+    assert endpoint["metadata"]["namespace"] == "kube-system"
+    assert endpoint["data"] == {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "8443"}
+    kinds = [d["kind"] for d in docs]
+    assert kinds.index("ConfigMap") < kinds.index("DaemonSet")
+    assert not [d for d in adapt(upstream(), [], settings()) if d["metadata"]["name"] == "kubernetes-services-endpoint"]
+    with pytest.raises(CalicoManifestError, match="api_endpoint must be host:port"):
+        adapt(upstream(), [], settings(api_endpoint="127.0.0.1"))
+
+
 def test_ebpf_bootstrap_and_its_volumes_are_dropped():
     spec = pod(adapt(upstream(), [], settings()))
     assert "ebpf-bootstrap" not in [c["name"] for c in spec["initContainers"]]

@@ -300,7 +300,9 @@ def test_reset_plan_lists_everything_and_only_owned_things():
         "links": ["lo", "host0", "cni0", "flannel.1", "veth1234"],
         "nft_tables": "table ip filter\ntable ip kube-proxy\n",
         "proc_mounts": "tmpfs /var/lib/kubelet/pods/a/volumes/v tmpfs rw 0 0\n",
-        "pods": ["p1"],
+        "pods": ["p1", "apiserver"],
+        # kubeadm's static pods, stopped after the others (a CNI teardown may need this node's API server).
+        "control_plane_pods": ["apiserver", "gone"],
         "containers": ["c1", "c2"],
         "images": ["198.18.0.1:5000/anvil/pause:3.10.1"],
         "kubelet_active": True,
@@ -311,6 +313,7 @@ def test_reset_plan_lists_everything_and_only_owned_things():
     assert plan["links"] == ["cni0", "flannel.1"]
     assert plan["nft_tables"] == ["ip kube-proxy"]
     assert plan["stop_kubelet"] is True
+    assert plan["pods"] == ["p1", "apiserver"] and plan["control_plane_pods"] == ["apiserver"]
     text = "\n".join(plan["items"])
     assert "sshd" not in text and "host0" not in text
     assert "path: /etc/kubernetes" in text and "link: cni0" in text and "pod sandbox: p1" in text
