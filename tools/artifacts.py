@@ -509,11 +509,9 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
         recipes = {b: recipe_hash(name, comp, b, gover) for b in binaries}
         todo = [b for b in binaries if force or not is_cached(out_dir, b, recipes[b])]
         if not todo:
-            files = comp["source"].get("module_files") or {}
-            if any(not (out_dir / f).is_file() for f in files):
-                with open(log_dir / f"{name}-{comp['version']}.files.log", "w", encoding="utf-8") as log:
-                    copy_module_files(comp["source"], module_version(comp), out_dir, log)
-            print(f"[cache] {name} {comp['version']}: {' '.join(binaries + sorted(files))}", flush=True)
+            files = sorted(comp["source"].get("module_files") or {})
+            ensure_module_files(name, comp, log_dir)
+            print(f"[cache] {name} {comp['version']}: {' '.join(binaries + files)}", flush=True)
             continue
         print(f"[build] {name} {comp['version']}: {' '.join(todo)} ...", flush=True)
         t0, cpu0 = time.monotonic(), _children_cpu()
@@ -543,6 +541,18 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
     return 0
 
 
+def ensure_module_files(name: str, comp: Dict[str, Any], log_dir: Path) -> bool:
+    """Copy the component's module files into its cache directory unless all are there; True if copied."""
+    files = comp["source"].get("module_files") or {}
+    out_dir = component_dir(name, comp["version"])
+    if all((out_dir / f).is_file() for f in files):
+        return False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{name}-{comp['version']}.files.log", "w", encoding="utf-8") as log:
+        copy_module_files(comp["source"], module_version(comp), out_dir, log)
+    return True
+
+
 def module_files(selection: Optional[str] = None) -> int:
     """Copy (or reuse) the module files of the selected components without building their binaries."""
     versions = load_manifest()["anvil_versions"]
@@ -553,16 +563,10 @@ def module_files(selection: Optional[str] = None) -> int:
         if name not in versions:
             raise ManifestError(f"unknown component {name!r}")
         comp = versions[name]
-        files = comp["source"].get("module_files") or {}
-        if not files:
-            continue
-        out_dir = component_dir(name, comp["version"])
-        if all((out_dir / f).is_file() for f in files):
-            print(f"[cache] {name} {comp['version']}: {' '.join(sorted(files))}", flush=True)
-            continue
-        with open(log_dir / f"{name}-{comp['version']}.files.log", "w", encoding="utf-8") as log:
-            copy_module_files(comp["source"], module_version(comp), out_dir, log)
-        print(f"[files] {name} {comp['version']}: {' '.join(sorted(files))}", flush=True)
+        files = sorted(comp["source"].get("module_files") or {})
+        if files:
+            state = "files" if ensure_module_files(name, comp, log_dir) else "cache"
+            print(f"[{state:<5}] {name} {comp['version']}: {' '.join(files)}", flush=True)
     return 0
 
 

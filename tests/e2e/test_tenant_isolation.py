@@ -28,6 +28,8 @@ VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["an
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 TENANTS = ("alpha", "beta")
 BETA_ADMIN = "beta-admin@example.com"
+# Service name -> the web pod behind it (what its index page says).
+SERVICE_BACKEND = {"web.alpha.svc.cluster.local": "web-alpha"}
 # Seconds felix may take to program a policy change on the nodes.
 POLICY_DEADLINE = 60
 
@@ -129,8 +131,9 @@ def reaches(net, namespace: str, pod: str, host: str, *, port: int, want: str) -
 
 
 def settles(net, namespace, pod, target, want_reachable: bool, *, port: int = 8080, what: str = ""):
+    """Wait until `pod` reaches (or no longer reaches) `target`: a web pod by name, or alpha's Service."""
     host = net["ips"].get(target, target)
-    body = target if target in net["ips"] else "web-alpha"
+    body = target if target in net["ips"] else SERVICE_BACKEND[target]
     poll(
         lambda: reaches(net, namespace, pod, host, port=port, want=body) == want_reachable,
         POLICY_DEADLINE,
