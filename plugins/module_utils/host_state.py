@@ -143,7 +143,7 @@ def plan(result, files, services):
     """What the apply step of the host_state role changes, from the module's result.
 
     files: the role's host_state_files ({want: {path, ...}, apply: template|copy|get_url|directory|none, ...});
-    services: host_state_services ({name, state: started, enabled: bool}). Returns
+    services: host_state_services ({name, state: started|stopped, enabled: bool}). Returns
     {'files': [items that differ and that the role changes], 'services': [services whose active or
     unit-file state differs], 'restartable': [services to restart or reload when their files change],
     'differs': bool}.
@@ -154,8 +154,12 @@ def plan(result, files, services):
     services_todo = []
     for service in services:
         seen = observed.get(service["name"]) or {}
-        if (service.get("state") == "started" and seen.get("active") != "active") or (
-            service.get("enabled") is True and seen.get("unit_file") != "enabled"
+        state, enabled = service.get("state"), service.get("enabled")
+        if (
+            (state == "started" and seen.get("active") != "active")
+            or (state == "stopped" and seen.get("active") in RUNNING)
+            or (enabled is True and seen.get("unit_file") != "enabled")
+            or (enabled is False and seen.get("unit_file") == "enabled")
         ):
             services_todo.append(service)
     # Restarted or reloaded when one of their files changed: services that run (as the pass saw them),
@@ -164,7 +168,9 @@ def plan(result, files, services):
     # that is neither (a kubelet that has not joined yet) is left alone.
     wanted_running = [s["name"] for s in services if s.get("state") == "started"]
     running = [name for name, seen in observed.items() if (seen or {}).get("active") in RUNNING]
-    restartable = running + [name for name in wanted_running if name not in running]
+    wanted_stopped = [s["name"] for s in services if s.get("state") == "stopped"]
+    restartable = [name for name in running if name not in wanted_stopped]
+    restartable += [name for name in wanted_running if name not in restartable]
     differs = bool(todo or result.get("packages_missing") or result.get("sysctls_differing") or services_todo)
     return {"files": todo, "services": services_todo, "restartable": restartable, "differs": differs}
 
