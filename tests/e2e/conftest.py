@@ -8,7 +8,8 @@
   ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
 
 Tests marked `testbed_lifecycle` stop, start, add or recreate machines; they are run first in the
-session so that later tests get a settled testbed.
+session so that later tests get a settled testbed. Tests marked `disaster` wipe the shared cluster's etcd
+and restore it; they are run last.
 """
 
 from __future__ import annotations
@@ -27,10 +28,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "testbed_lifecycle: stops/starts/adds/recreates testbed machines (run first)")
+    config.addinivalue_line("markers", "disaster: wipes the shared cluster's etcd and restores it (run last)")
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: 0 if item.get_closest_marker("testbed_lifecycle") else 1)
+    def order(item: pytest.Item) -> int:
+        if item.get_closest_marker("testbed_lifecycle"):
+            return 0
+        return 2 if item.get_closest_marker("disaster") else 1
+
+    items.sort(key=order)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

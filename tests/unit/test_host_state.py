@@ -174,6 +174,23 @@ def test_plan_lists_what_the_role_changes_and_whether_anything_differs():
     assert pc.plan(dict(settled, sysctls_differing={"net.ipv4.ip_forward": "0"}), files, services)["differs"] is True
 
 
+def test_plan_stops_and_disables_a_service_wanted_off_and_never_restarts_it():
+    services = [{"name": "backup.timer", "state": "stopped", "enabled": False}]
+    changed_file = [
+        {"want": {"path": "/etc/systemd/system/backup.timer"}, "apply": "template", "restart": ["backup.timer"]}
+    ]
+    running = {
+        "mismatched": ["/etc/systemd/system/backup.timer"],
+        "services": {"backup.timer": {"active": "active", "unit_file": "enabled"}},
+    }
+    planned = pc.plan(running, changed_file, services)
+    assert planned["services"] == services
+    # A changed unit file must not start (restart) what is wanted stopped.
+    assert "backup.timer" not in planned["restartable"]
+    off = {"mismatched": [], "services": {"backup.timer": {"active": "inactive", "unit_file": "disabled"}}}
+    assert pc.plan(off, changed_file, services)["differs"] is False
+
+
 def test_restarts_only_running_services_restart_wins_over_reload():
     changed = [
         {"want": {"path": "/etc/containerd/config.toml"}, "restart": ["containerd"]},

@@ -1,0 +1,387 @@
+"""etcd backups and restore on the testbed cluster: the snapshot timer, copies on a backup host, refusals,
+and backup -> disaster -> restore.
+
+Runs on the cluster test_cluster_core.py deploys (1 control plane + 2 workers), with the second worker
+also in the inventory group `backup` (a host other than the control plane: the copy must survive the
+control plane's loss; a real site uses a separate host). Marked `disaster`: the session runs it after
+every other test, because it wipes etcd. Tests run in file order and build on each other.
+
+  site.yml with a 15 s timer, keep 2 -> snapshots on schedule, retention on both ends, copies at the
+  destination -> the control plane's key can neither read nor delete there -> backup.yml -> refusals
+  (no confirmation, truncated snapshot, snapshot of another cluster): nothing changes -> objects deleted
+  and etcd's data directory wiped, the local snapshot removed too -> restore.yml from the backup host ->
+  every object back with the same content, the Secret decrypted, pods Running, nodes Ready.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shlex
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.wait import wait_until as poll
+
+pytestmark = pytest.mark.disaster
+
+PLAYBOOKS = REPO_ROOT / "playbooks"
+WORK = REPO_ROOT / "build" / "e2e-cluster-core"
+CLUSTER = "e2e"
+BASE_VARS = {"anvil_kubeconfig_dest": str(WORK / "admin.conf"), "anvil_cluster_name": CLUSTER}
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s"
+VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
+LOCAL_DIR = "/var/lib/anvil/etcd-backup"
+STORE_DIR = "/var/lib/anvil-backup"
+ETCDCTL = (
+    "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt"
+    " --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key"
+)
+# Timer settings of the schedule test: seconds between snapshots, and how many each side keeps.
+INTERVAL, KEEP = 15, 2
+SECRET_VALUE = "s3cr3t-" + base64.b32encode(b"restore").decode().lower()
+TIMINGS: dict[str, float] = {}
+
+
+def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
+    proc = testbed.exec(node, cmd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{node}: {cmd!r} failed rc={proc.returncode}: {proc.stdout} {proc.stderr}")
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def bed(testbed, mirror):
+    inv = yaml.safe_load(Path(testbed.inventory).read_text())
+    groups = inv["all"]["children"]["k8s_cluster"]["children"]
+    cp = next(iter(groups["control_plane"]["hosts"]))
+    workers = sorted(groups["workers"]["hosts"])
+    store = workers[-1]
+    inv["all"]["children"]["backup"] = {"hosts": {store: None}}
+    WORK.mkdir(parents=True, exist_ok=True)
+    inventory = WORK / "hosts-backup.yml"
+    inventory.write_text(yaml.safe_dump(inv, sort_keys=False))
+    image = "%s/%s:%s" % (
+        inv["all"]["vars"]["anvil_image_repository"],
+        VERSIONS["pause"]["image"]["name"],
+        VERSIONS["pause"]["image"]["tag"],
+    )
+    return {"cp": cp, "store": store, "inventory": inventory, "image": image, "testbed": testbed}
+
+
+def play(bed, name: str, check: bool = False, **extra):
+    started = time.monotonic()
+    result = run_playbook(
+        PLAYBOOKS / name,
+        inventory=bed["inventory"],
+        extra_vars={**BASE_VARS, **extra},
+        check=check,
+        workdir=WORK,
+        env={"ANSIBLE_SHOW_CUSTOM_STATS": "true"},  # the statistics backup.yml and restore.yml return
+    )
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def ok(result) -> None:
+    assert result.rc == 0, f"rc={result.rc}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+
+
+def local_snapshots(bed) -> list[str]:
+    out = sh(bed["testbed"], bed["cp"], f"ls -1 {LOCAL_DIR}")
+    return sorted(line for line in out.split() if line.startswith(f"{CLUSTER}-"))
+
+
+def stored_snapshots(bed) -> list[str]:
+    out = sh(bed["testbed"], bed["store"], f"ls -1 {STORE_DIR}/{CLUSTER}/{bed['cp']}")
+    return sorted(line for line in out.split() if line.startswith(f"{CLUSTER}-"))
+
+
+def snapshot_runs(bed, since: str) -> list[str]:
+    """Names of the snapshots the timer's runs took since a journal timestamp."""
+    out = sh(
+        bed["testbed"],
+        bed["cp"],
+        f"journalctl -u anvil-etcd-backup.service --since {shlex.quote(since)} -o cat --no-pager",
+    )
+    names = []
+    for line in out.splitlines():
+        if line.startswith("{"):
+            names.append(json.loads(line)["snapshot"]["name"])
+    return names
+
+
+def stamp_seconds(name: str) -> float:
+    stamp = name[len(CLUSTER) + 1 :].split("-", 1)[0]
+    return time.mktime(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+
+
+def etcd_keys(bed) -> int:
+    return int(sh(bed["testbed"], bed["cp"], f"{ETCDCTL} get /registry --prefix --keys-only | grep -c ^/registry"))
+
+
+# ---- the timer ----------------------------------------------------------------------------------------------
+
+
+def test_the_timer_takes_snapshots_on_schedule_and_both_ends_keep_the_newest(bed):
+    tb = bed["testbed"]
+    since = sh(tb, bed["cp"], "date -u '+%Y-%m-%d %H:%M:%S'").strip()
+    result = play(
+        bed,
+        "site.yml",
+        etcd_backup_interval=f"{INTERVAL}s",
+        etcd_backup_keep=KEEP,
+        etcd_backup_store_keep=KEEP,
+        etcd_backup_store_prune_interval="5s",
+    )
+    ok(result)
+
+    def enough_runs():
+        found = snapshot_runs(bed, since)
+        return found if len(found) >= KEEP + 2 else None
+
+    runs = poll(enough_runs, 180, f"{KEEP + 2} timer runs")
+    gaps = [stamp_seconds(b) - stamp_seconds(a) for a, b in zip(runs, runs[1:])]
+    print(f"\ntimer snapshots {runs}, gaps {gaps} s")
+    # On schedule: one snapshot per interval (a run takes about a second; AccuracySec=1s).
+    assert all(INTERVAL - 1 <= gap <= INTERVAL + 5 for gap in gaps), gaps
+    # Retention: the control plane keeps the newest KEEP; the backup host had every one and prunes to KEEP.
+    local = local_snapshots(bed)
+    runs = snapshot_runs(bed, since)  # a run may have finished since: local is the newest KEEP of these
+    assert local in (sorted(runs)[-KEEP:], sorted(runs)[-KEEP - 1 : -1]), (local, runs)
+    assert runs[0] not in local
+    poll(lambda: len(stored_snapshots(bed)) == KEEP, 60, f"the backup host to keep {KEEP} copies")
+    stored = stored_snapshots(bed)
+    assert runs[0] not in stored and set(local) & set(stored), (local, stored)
+    # Each copy is whole: the checksum recorded on the control plane matches the file on the backup host.
+    newest = sorted(set(local) & set(stored))[-1]
+    meta = json.loads(sh(tb, bed["store"], f"cat {STORE_DIR}/{CLUSTER}/{bed['cp']}/{newest}/meta.json"))
+    copy_sum = sh(tb, bed["store"], f"sha256sum {STORE_DIR}/{CLUSTER}/{bed['cp']}/{newest}/snapshot.db").split()[0]
+    assert meta["sha256"] == copy_sum and meta["cluster"] == CLUSTER and meta["revision"] > 0
+    mode = sh(tb, bed["store"], f"stat -c '%a %U' {STORE_DIR}/{CLUSTER}/{bed['cp']}/{newest}/encryption-config.yaml")
+    assert mode.split() == ["600", "anvil-backup"], mode
+    # Back to the default schedule: the timer is rewritten and nothing else changes.
+    ok(play(bed, "site.yml"))
+    assert "6h" in sh(tb, bed["cp"], "systemctl cat anvil-etcd-backup.timer")
+
+
+def test_the_control_planes_key_can_neither_read_nor_delete_copies(bed):
+    tb = bed["testbed"]
+    ssh = (
+        "ssh -i /etc/kubernetes/anvil/etcd-backup/id_ed25519 -o BatchMode=yes"
+        " -o UserKnownHostsFile=/etc/kubernetes/anvil/etcd-backup/known_hosts -o StrictHostKeyChecking=yes"
+    )
+    address = sh(tb, bed["store"], "hostname -I").split()[0]
+    target = f"anvil-backup@{address}"
+    shell = tb.exec(bed["cp"], f"{ssh} {target} cat /etc/hostname")
+    assert shell.returncode != 0 and bed["store"] not in shell.stdout, shell.stdout
+    read = tb.exec(bed["cp"], f"rsync -e {shlex.quote(ssh)} -a {target}:./ /tmp/anvil-read-back/")
+    assert read.returncode != 0, read.stdout
+    before = stored_snapshots(bed)
+    delete = tb.exec(
+        bed["cp"], f"mkdir -p /tmp/anvil-empty && rsync -e {shlex.quote(ssh)} -r --delete /tmp/anvil-empty/ {target}:"
+    )
+    assert delete.returncode != 0 and stored_snapshots(bed) == before, delete.stdout
+
+
+# ---- backup, refusals, disaster, restore --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def workload(bed):
+    tb, cp = bed["testbed"], bed["cp"]
+    docs = [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restore-a"}},
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restore-b"}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "restore-a"},
+            "data": {"mode": "production", "replicas": "2"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "other", "namespace": "restore-b"},
+            "data": {"color": "blue"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": "restore-a"},
+            "stringData": {"password": SECRET_VALUE},
+        },
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "restore-a"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "pause", "image": bed["image"]}]},
+                },
+            },
+        },
+    ]
+    manifest = "\n---\n".join(json.dumps(d) for d in docs)
+    sh(tb, cp, f"echo {shlex.quote(manifest)} | {KUBECTL} apply -f -")
+    sh(tb, cp, f"{KUBECTL} -n restore-a rollout status deployment/web --timeout=120s")
+    return {
+        "configmaps": {
+            ns: json.loads(sh(tb, cp, f"{KUBECTL} -n {ns} get configmap {name} -o json"))["data"]
+            for ns, name in (("restore-a", "settings"), ("restore-b", "other"))
+        }
+    }
+
+
+@pytest.fixture(scope="module")
+def snapshot(bed, workload):
+    result = play(bed, "backup.yml")
+    ok(result)
+    TIMINGS["backup.yml"] = result.seconds
+    stats = result.data.get("global_custom_stats", {}).get("etcd_backup_snapshot") or {}
+    assert stats.get("name", "").startswith(f"{CLUSTER}-") and stats.get("copied_to") == [bed["store"]], stats
+    print(f"\nbackup.yml: {result.seconds:.1f} s, snapshot {stats['name']} revision {stats['revision']}")
+    return stats
+
+
+def assert_unchanged(bed, etcd_container: str) -> None:
+    tb, cp = bed["testbed"], bed["cp"]
+    assert sh(tb, cp, "crictl ps -q --name '^etcd$'").strip() == etcd_container, "etcd was restarted"
+    assert sh(tb, cp, "ls -d /var/lib/etcd.before-restore-* 2>/dev/null || true").strip() == ""
+    assert sh(tb, cp, "ls /etc/kubernetes/manifests").split() == [
+        "etcd.yaml",
+        "kube-apiserver.yaml",
+        "kube-controller-manager.yaml",
+        "kube-scheduler.yaml",
+    ]
+    assert "restore-a" in sh(tb, cp, f"{KUBECTL} get ns -o name")
+
+
+def test_restore_refuses_without_confirmation_and_changes_nothing(bed, snapshot):
+    etcd = sh(bed["testbed"], bed["cp"], "crictl ps -q --name '^etcd$'").strip()
+    result = play(bed, "restore.yml", anvil_restore_snapshot=snapshot["name"])
+    assert result.rc != 0
+    assert "confirm with -e anvil_restore_confirm=yes" in result.stdout
+    assert_unchanged(bed, etcd)
+    # Check mode needs no confirmation: it shows the plan and changes nothing.
+    plan = play(bed, "restore.yml", check=True, anvil_restore_snapshot=snapshot["name"])
+    ok(plan)
+    assert f"Would restore {snapshot['name']}" in plan.stdout and f"onto members {bed['cp']}" in plan.stdout
+    assert_unchanged(bed, etcd)
+
+
+def forged(bed, snapshot, suffix: str, edit: str) -> str:
+    """A copy of the snapshot under another name on the control plane, changed by a shell command run in
+    its directory (meta.json names it as the copy)."""
+    name = snapshot["name"].replace(snapshot["name"].split("-")[-3], suffix)
+    src, dst = f"{LOCAL_DIR}/{snapshot['name']}", f"{LOCAL_DIR}/{name}"
+    sh(
+        bed["testbed"],
+        bed["cp"],
+        f"cp -a {src} {dst} && cd {dst} && sed -i 's/{snapshot['name']}/{name}/' meta.json && {edit}",
+    )
+    return name
+
+
+def test_restore_refuses_a_truncated_snapshot_and_changes_nothing(bed, snapshot):
+    etcd = sh(bed["testbed"], bed["cp"], "crictl ps -q --name '^etcd$'").strip()
+    name = forged(bed, snapshot, "20200101T000000Z", "truncate -s 65536 snapshot.db")
+    try:
+        result = play(bed, "restore.yml", anvil_restore_snapshot=name, anvil_restore_confirm="yes")
+        assert result.rc != 0
+        assert f"Not restoring: {name}: snapshot.db is damaged or truncated" in result.stdout, result.stdout[-3000:]
+        assert "65536 bytes" not in result.stdout  # the size reported is the one recorded when it was taken
+        assert_unchanged(bed, etcd)
+    finally:
+        sh(bed["testbed"], bed["cp"], f"rm -rf {LOCAL_DIR}/{name}")
+
+
+def test_restore_refuses_a_snapshot_of_another_cluster_and_changes_nothing(bed, snapshot):
+    """The snapshot of another cluster is this snapshot with that cluster's CA fingerprint in its record: a
+    freshly made CA stands for the other cluster's (kubeadm makes one per cluster)."""
+    tb = bed["testbed"]
+    etcd = sh(tb, bed["cp"], "crictl ps -q --name '^etcd$'").strip()
+    other_ca = (
+        "openssl req -x509 -newkey ed25519 -nodes -keyout /dev/null -subj /CN=kubernetes -days 1 2>/dev/null"
+        " | sha256sum | cut -d' ' -f1"
+    )
+    rewrite = (
+        "import json, sys; m = json.load(open('meta.json')); m['ca_sha256'] = sys.argv[1];"
+        " json.dump(m, open('meta.json', 'w'))"
+    )
+    name = forged(bed, snapshot, "20200102T000000Z", f"python3 -c {shlex.quote(rewrite)} $({other_ca})")
+    try:
+        assert snapshot["ca_sha256"] not in sh(tb, bed["cp"], f"cat {LOCAL_DIR}/{name}/meta.json")
+        result = play(bed, "restore.yml", anvil_restore_snapshot=name, anvil_restore_confirm="yes")
+        assert result.rc != 0
+        assert f"{name} comes from another cluster: its cluster CA differs from the one on {bed['cp']}" in result.stdout
+        assert_unchanged(bed, etcd)
+    finally:
+        sh(tb, bed["cp"], f"rm -rf {LOCAL_DIR}/{name}")
+
+
+def test_restore_brings_back_every_object_after_etcd_is_wiped(bed, workload, snapshot):
+    tb, cp = bed["testbed"], bed["cp"]
+    keys_before = etcd_keys(bed)
+    # The disaster: the objects are deleted, then etcd's data directory is wiped (etcd stopped first, so it
+    # cannot write its old state back) and etcd starts empty. The control plane's own snapshots go too:
+    # the restore must take the copy on the backup host.
+    sh(tb, cp, f"{KUBECTL} delete namespace restore-a restore-b --wait=true --timeout=120s")
+    sh(
+        tb,
+        cp,
+        "mkdir -p /root/held && mv /etc/kubernetes/manifests/etcd.yaml /root/held/"
+        " && while crictl ps -q --name '^etcd$' | grep -q .; do sleep 1; done"
+        " && rm -rf /var/lib/etcd/member && mv /root/held/etcd.yaml /etc/kubernetes/manifests/"
+        f" && rm -rf {LOCAL_DIR}/{snapshot['name']}",
+    )
+    assert keys_before > 300
+
+    def nearly_empty():
+        found = etcd_keys(bed)
+        return found if found < keys_before / 3 else None
+
+    keys_after_wipe = poll(nearly_empty, 120, "etcd to start (nearly) empty")
+    print(f"\netcd keys: {keys_before} before the wipe, {keys_after_wipe} after")
+
+    result = play(bed, "restore.yml", anvil_restore_snapshot=snapshot["name"], anvil_restore_confirm="yes")
+    ok(result)
+    TIMINGS["restore.yml"] = result.seconds
+    restored = result.data.get("global_custom_stats", {}).get("etcd_restored") or {}
+    assert restored.get("name") == snapshot["name"] and restored.get("revision") == snapshot["revision"], restored
+    assert restored.get("source") == bed["store"] and restored.get("members") == [cp], restored
+    print(f"restore.yml: {result.seconds:.1f} s from {restored['source']}, revision {restored['revision']}")
+
+    for (ns, name), data in zip((("restore-a", "settings"), ("restore-b", "other")), workload["configmaps"].values()):
+        assert json.loads(sh(tb, cp, f"{KUBECTL} -n {ns} get configmap {name} -o json"))["data"] == data
+    secret = json.loads(sh(tb, cp, f"{KUBECTL} -n restore-a get secret db -o json"))
+    assert base64.b64decode(secret["data"]["password"]).decode() == SECRET_VALUE
+    # Still encrypted at rest in the restored etcd (the snapshot's key is the one in use).
+    raw = sh(tb, cp, f"{ETCDCTL} get /registry/secrets/restore-a/db --print-value-only | head -c 21")
+    assert raw.startswith("k8s:enc:secretbox:v1:"), raw
+    sh(tb, cp, f"{KUBECTL} -n restore-a rollout status deployment/web --timeout=180s")
+    pods = json.loads(sh(tb, cp, f"{KUBECTL} -n restore-a get pods -l app=web -o json"))["items"]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods), [p["status"] for p in pods]
+    nodes = json.loads(sh(tb, cp, f"{KUBECTL} get nodes -o json"))["items"]
+    assert (
+        all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]) for n in nodes)
+        and len(nodes) == 3
+    )
+    # The wiped data directory was kept aside, not deleted.
+    assert sh(tb, cp, "ls -d /var/lib/etcd.before-restore-*").strip()
+
+
+def test_a_rerun_of_site_after_the_restore_changes_nothing(bed):
+    result = play(bed, "site.yml")
+    ok(result)
+    assert result.changed() == 0, [
+        t["task"]["name"] for t in result.tasks if any(h.get("changed") for h in t["hosts"].values())
+    ]
+    print(f"\ntimings: {TIMINGS}")
