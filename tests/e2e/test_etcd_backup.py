@@ -15,7 +15,6 @@ every other test, because it wipes etcd. Tests run in file order and build on ea
 
 from __future__ import annotations
 
-import base64
 import json
 import shlex
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import etcd_restore as er
 from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tests.helpers.wait import wait_until as poll
 
@@ -33,17 +33,11 @@ PLAYBOOKS = REPO_ROOT / "playbooks"
 WORK = REPO_ROOT / "build" / "e2e-cluster-core"
 CLUSTER = "e2e"
 BASE_VARS = {"anvil_kubeconfig_dest": str(WORK / "admin.conf"), "anvil_cluster_name": CLUSTER}
-KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
 LOCAL_DIR = "/var/lib/anvil/etcd-backup"
 STORE_DIR = "/var/lib/anvil-backup"
-ETCDCTL = (
-    "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt"
-    " --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key"
-)
 # Timer settings of the schedule test: seconds between snapshots, and how many each side keeps.
 INTERVAL, KEEP = 15, 2
-SECRET_VALUE = "s3cr3t-" + base64.b32encode(b"restore").decode().lower()
 TIMINGS: dict[str, float] = {}
 
 
@@ -120,10 +114,6 @@ def stamp_seconds(name: str) -> float:
     return time.mktime(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
 
 
-def etcd_keys(bed) -> int:
-    return int(sh(bed["testbed"], bed["cp"], f"{ETCDCTL} get /registry --prefix --keys-only | grep -c ^/registry"))
-
-
 # ---- the timer ----------------------------------------------------------------------------------------------
 
 
@@ -193,51 +183,7 @@ def test_the_control_planes_key_can_neither_read_nor_delete_copies(bed):
 
 @pytest.fixture(scope="module")
 def workload(bed):
-    tb, cp = bed["testbed"], bed["cp"]
-    docs = [
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restore-a"}},
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "restore-b"}},
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "settings", "namespace": "restore-a"},
-            "data": {"mode": "production", "replicas": "2"},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {"name": "other", "namespace": "restore-b"},
-            "data": {"color": "blue"},
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "db", "namespace": "restore-a"},
-            "stringData": {"password": SECRET_VALUE},
-        },
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "restore-a"},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {
-                    "metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "pause", "image": bed["image"]}]},
-                },
-            },
-        },
-    ]
-    manifest = "\n---\n".join(json.dumps(d) for d in docs)
-    sh(tb, cp, f"echo {shlex.quote(manifest)} | {KUBECTL} apply -f -")
-    sh(tb, cp, f"{KUBECTL} -n restore-a rollout status deployment/web --timeout=120s")
-    return {
-        "configmaps": {
-            ns: json.loads(sh(tb, cp, f"{KUBECTL} -n {ns} get configmap {name} -o json"))["data"]
-            for ns, name in (("restore-a", "settings"), ("restore-b", "other"))
-        }
-    }
+    er.create_workload(bed["testbed"], bed["cp"], bed["image"])
 
 
 @pytest.fixture(scope="module")
@@ -251,30 +197,30 @@ def snapshot(bed, workload):
     return stats
 
 
-def assert_unchanged(bed, etcd_container: str) -> None:
+def control_plane_state(bed) -> dict:
+    """What a restore changes on the control plane: the etcd container, the data directories kept aside,
+    the static pod manifests in place, and whether the API answers with the workload."""
     tb, cp = bed["testbed"], bed["cp"]
-    assert sh(tb, cp, "crictl ps -q --name '^etcd$'").strip() == etcd_container, "etcd was restarted"
-    assert sh(tb, cp, "ls -d /var/lib/etcd.before-restore-* 2>/dev/null || true").strip() == ""
-    assert sh(tb, cp, "ls /etc/kubernetes/manifests").split() == [
-        "etcd.yaml",
-        "kube-apiserver.yaml",
-        "kube-controller-manager.yaml",
-        "kube-scheduler.yaml",
-    ]
-    assert "restore-a" in sh(tb, cp, f"{KUBECTL} get ns -o name")
+    return {
+        "etcd": sh(tb, cp, "crictl ps -q --name '^etcd$'").strip(),
+        "kept": sh(tb, cp, "ls -d /var/lib/etcd.before-restore-* 2>/dev/null || true").split(),
+        "manifests": sh(tb, cp, "ls /etc/kubernetes/manifests").split(),
+        "workload": "namespace/restore-a" in sh(tb, cp, f"{er.KUBECTL} get ns -o name"),
+    }
 
 
 def test_restore_refuses_without_confirmation_and_changes_nothing(bed, snapshot):
-    etcd = sh(bed["testbed"], bed["cp"], "crictl ps -q --name '^etcd$'").strip()
+    before = control_plane_state(bed)
+    assert before["workload"] and len(before["manifests"]) == 4, before
     result = play(bed, "restore.yml", anvil_restore_snapshot=snapshot["name"])
     assert result.rc != 0
     assert "confirm with -e anvil_restore_confirm=yes" in result.stdout
-    assert_unchanged(bed, etcd)
+    assert control_plane_state(bed) == before
     # Check mode needs no confirmation: it shows the plan and changes nothing.
     plan = play(bed, "restore.yml", check=True, anvil_restore_snapshot=snapshot["name"])
     ok(plan)
     assert f"Would restore {snapshot['name']}" in plan.stdout and f"onto members {bed['cp']}" in plan.stdout
-    assert_unchanged(bed, etcd)
+    assert control_plane_state(bed) == before
 
 
 def forged(bed, snapshot, suffix: str, edit: str) -> str:
@@ -291,14 +237,14 @@ def forged(bed, snapshot, suffix: str, edit: str) -> str:
 
 
 def test_restore_refuses_a_truncated_snapshot_and_changes_nothing(bed, snapshot):
-    etcd = sh(bed["testbed"], bed["cp"], "crictl ps -q --name '^etcd$'").strip()
+    before = control_plane_state(bed)
     name = forged(bed, snapshot, "20200101T000000Z", "truncate -s 65536 snapshot.db")
     try:
         result = play(bed, "restore.yml", anvil_restore_snapshot=name, anvil_restore_confirm="yes")
         assert result.rc != 0
         assert f"Not restoring: {name}: snapshot.db is damaged or truncated" in result.stdout, result.stdout[-3000:]
         assert "65536 bytes" not in result.stdout  # the size reported is the one recorded when it was taken
-        assert_unchanged(bed, etcd)
+        assert control_plane_state(bed) == before
     finally:
         sh(bed["testbed"], bed["cp"], f"rm -rf {LOCAL_DIR}/{name}")
 
@@ -307,7 +253,7 @@ def test_restore_refuses_a_snapshot_of_another_cluster_and_changes_nothing(bed, 
     """The snapshot of another cluster is this snapshot with that cluster's CA fingerprint in its record: a
     freshly made CA stands for the other cluster's (kubeadm makes one per cluster)."""
     tb = bed["testbed"]
-    etcd = sh(tb, bed["cp"], "crictl ps -q --name '^etcd$'").strip()
+    before = control_plane_state(bed)
     other_ca = (
         "openssl req -x509 -newkey ed25519 -nodes -keyout /dev/null -subj /CN=kubernetes -days 1 2>/dev/null"
         " | sha256sum | cut -d' ' -f1"
@@ -322,33 +268,21 @@ def test_restore_refuses_a_snapshot_of_another_cluster_and_changes_nothing(bed, 
         result = play(bed, "restore.yml", anvil_restore_snapshot=name, anvil_restore_confirm="yes")
         assert result.rc != 0
         assert f"{name} comes from another cluster: its cluster CA differs from the one on {bed['cp']}" in result.stdout
-        assert_unchanged(bed, etcd)
+        assert control_plane_state(bed) == before
     finally:
         sh(tb, bed["cp"], f"rm -rf {LOCAL_DIR}/{name}")
 
 
 def test_restore_brings_back_every_object_after_etcd_is_wiped(bed, workload, snapshot):
     tb, cp = bed["testbed"], bed["cp"]
-    keys_before = etcd_keys(bed)
-    # The disaster: the objects are deleted, then etcd's data directory is wiped (etcd stopped first, so it
-    # cannot write its old state back) and etcd starts empty. The control plane's own snapshots go too:
-    # the restore must take the copy on the backup host.
-    sh(tb, cp, f"{KUBECTL} delete namespace restore-a restore-b --wait=true --timeout=120s")
-    sh(
-        tb,
-        cp,
-        "mkdir -p /root/held && mv /etc/kubernetes/manifests/etcd.yaml /root/held/"
-        " && while crictl ps -q --name '^etcd$' | grep -q .; do sleep 1; done"
-        " && rm -rf /var/lib/etcd/member && mv /root/held/etcd.yaml /etc/kubernetes/manifests/"
-        f" && rm -rf {LOCAL_DIR}/{snapshot['name']}",
-    )
+    keys_before = er.etcd_keys(tb, cp)
     assert keys_before > 300
-
-    def nearly_empty():
-        found = etcd_keys(bed)
-        return found if found < keys_before / 3 else None
-
-    keys_after_wipe = poll(nearly_empty, 120, "etcd to start (nearly) empty")
+    # The disaster: the objects deleted, etcd's data directory wiped (etcd stopped first, so it cannot write
+    # its old state back), etcd started empty; the control plane's own snapshot goes too, so the restore
+    # must take the copy on the backup host.
+    er.wipe_etcd(tb, [cp])
+    sh(tb, cp, f"rm -rf {LOCAL_DIR}/{snapshot['name']}")
+    keys_after_wipe = er.wait_nearly_empty(tb, cp, keys_before)
     print(f"\netcd keys: {keys_before} before the wipe, {keys_after_wipe} after")
 
     result = play(bed, "restore.yml", anvil_restore_snapshot=snapshot["name"], anvil_restore_confirm="yes")
@@ -358,24 +292,7 @@ def test_restore_brings_back_every_object_after_etcd_is_wiped(bed, workload, sna
     assert restored.get("name") == snapshot["name"] and restored.get("revision") == snapshot["revision"], restored
     assert restored.get("source") == bed["store"] and restored.get("members") == [cp], restored
     print(f"restore.yml: {result.seconds:.1f} s from {restored['source']}, revision {restored['revision']}")
-
-    for (ns, name), data in zip((("restore-a", "settings"), ("restore-b", "other")), workload["configmaps"].values()):
-        assert json.loads(sh(tb, cp, f"{KUBECTL} -n {ns} get configmap {name} -o json"))["data"] == data
-    secret = json.loads(sh(tb, cp, f"{KUBECTL} -n restore-a get secret db -o json"))
-    assert base64.b64decode(secret["data"]["password"]).decode() == SECRET_VALUE
-    # Still encrypted at rest in the restored etcd (the snapshot's key is the one in use).
-    raw = sh(tb, cp, f"{ETCDCTL} get /registry/secrets/restore-a/db --print-value-only | head -c 21")
-    assert raw.startswith("k8s:enc:secretbox:v1:"), raw
-    sh(tb, cp, f"{KUBECTL} -n restore-a rollout status deployment/web --timeout=180s")
-    pods = json.loads(sh(tb, cp, f"{KUBECTL} -n restore-a get pods -l app=web -o json"))["items"]
-    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods), [p["status"] for p in pods]
-    nodes = json.loads(sh(tb, cp, f"{KUBECTL} get nodes -o json"))["items"]
-    assert (
-        all(any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]) for n in nodes)
-        and len(nodes) == 3
-    )
-    # The wiped data directory was kept aside, not deleted.
-    assert sh(tb, cp, "ls -d /var/lib/etcd.before-restore-*").strip()
+    er.assert_restored(tb, cp, nodes=3)
 
 
 def test_a_rerun_of_site_after_the_restore_changes_nothing(bed):

@@ -1,4 +1,5 @@
-"""HA: 3 control planes + 1 worker; lose the first control plane, the API is still served.
+"""HA: 3 control planes + 1 worker; lose the first control plane, the API is still served; then back up
+etcd, wipe it on all three control planes and restore every member from the snapshot.
 
 Marked `ha`: `make e2e` deselects it (`-m "not ha"`) because it needs a different testbed shape;
 `make e2e-ha` selects it (`-m ha`), and the module fixture boots 4 machines with 3 control planes.
@@ -14,14 +15,18 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.helpers import etcd_restore as er
 from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tests.helpers.testbed import Testbed
 from tests.helpers.wait import wait_until
 from tools import testbed as tb
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
+PLAYBOOKS = REPO_ROOT / "playbooks"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
 WORK = REPO_ROOT / "build" / "e2e-ha"
+# Flannel here: the HA scenario keeps the second supported CNI exercised (make test runs Calico).
+HA_VARS = {"anvil_kubeconfig_dest": str(WORK / "admin.conf"), "anvil_cluster_name": "e2e-ha", "anvil_cni": "flannel"}
 # admin.conf on a control plane points at 127.0.0.1:8443: that node's local load balancer.
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=10s"
 
@@ -55,12 +60,7 @@ def ha(testbed):
     result = run_playbook(
         SITE,
         inventory=testbed.inventory,
-        # Flannel here: the HA scenario keeps the second supported CNI exercised (make test runs Calico).
-        extra_vars={
-            "anvil_kubeconfig_dest": str(WORK / "admin.conf"),
-            "anvil_cluster_name": "e2e-ha",
-            "anvil_cni": "flannel",
-        },
+        extra_vars=HA_VARS,
     )
     assert result.rc == 0, result.stdout[-5000:] + result.stderr[-2000:]
     print(f"\nHA site.yml: {time.monotonic() - started:.1f} s")
@@ -68,6 +68,7 @@ def ha(testbed):
         "cps": cps,
         "workers": workers,
         "image": f"{data['all']['vars']['anvil_image_repository']}/flannel:{VERSIONS['flannel']['image']['tag']}",
+        "pause": f"{data['all']['vars']['anvil_image_repository']}/pause:{VERSIONS['pause']['image']['tag']}",
     }
 
 
@@ -152,3 +153,31 @@ def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
         300,
         "the first control plane's API server to be ready again",
     )
+
+
+def test_restore_recreates_all_three_etcd_members_from_one_snapshot(testbed, ha):
+    cps = ha["cps"]
+    stats_env = {"ANSIBLE_SHOW_CUSTOM_STATS": "true"}
+    er.create_workload(testbed, cps[0], ha["pause"])
+    started = time.monotonic()
+    backup = run_playbook(PLAYBOOKS / "backup.yml", inventory=testbed.inventory, extra_vars=HA_VARS, env=stats_env)
+    assert backup.rc == 0, backup.stdout[-5000:]
+    snapshot = backup.data["global_custom_stats"]["etcd_backup_snapshot"]
+    print(f"\nHA backup.yml: {time.monotonic() - started:.1f} s, {snapshot['name']} revision {snapshot['revision']}")
+    keys_before = er.etcd_keys(testbed, cps[0])
+    er.wipe_etcd(testbed, cps)
+    er.wait_nearly_empty(testbed, cps[0], keys_before)
+    started = time.monotonic()
+    restore = run_playbook(
+        PLAYBOOKS / "restore.yml",
+        inventory=testbed.inventory,
+        extra_vars={**HA_VARS, "anvil_restore_snapshot": snapshot["name"], "anvil_restore_confirm": "yes"},
+        env=stats_env,
+    )
+    assert restore.rc == 0, restore.stdout[-8000:]
+    restored = restore.data["global_custom_stats"]["etcd_restored"]
+    print(f"HA restore.yml: {time.monotonic() - started:.1f} s, members {restored['members']}")
+    assert restored["members"] == sorted(cps) and restored["revision"] == snapshot["revision"], restored
+    er.assert_restored(testbed, cps[0], nodes=len(cps) + len(ha["workers"]))
+    health = sh(testbed, cps[1], f"{er.ETCDCTL} endpoint health --cluster -w json")
+    assert [m["health"] for m in json.loads(health)] == [True, True, True], health

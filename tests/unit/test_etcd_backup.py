@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ansible_collections.anvil.cluster.plugins.module_utils import etcd_backup as eb
 
-SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "etcd_backup" / "files" / "anvil-etcd-snapshot"
+SCRIPT = Path(__file__).resolve().parents[2] / "roles" / "etcd_backup" / "files" / "anvil_etcd_snapshot.py"
 
 
 @pytest.fixture(scope="module")

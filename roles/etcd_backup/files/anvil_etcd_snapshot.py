@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 """etcd snapshots of one control plane, managed by anvil.cluster (role etcd_backup).
 
   anvil-etcd-snapshot save  [--config FILE]   snapshot the local member, verify it, keep the newest N,
