@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.helpers import etcd_restore as er
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.testbed import cluster_groups
 from tests.helpers.wait import wait_until as poll
 
 pytestmark = pytest.mark.disaster
@@ -50,10 +50,7 @@ def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
 
 @pytest.fixture(scope="module")
 def bed(testbed, mirror):
-    inv = yaml.safe_load(Path(testbed.inventory).read_text())
-    groups = inv["all"]["children"]["k8s_cluster"]["children"]
-    cp = next(iter(groups["control_plane"]["hosts"]))
-    workers = sorted(groups["workers"]["hosts"])
+    inv, cp, workers = cluster_groups(testbed.inventory)
     store = workers[-1]
     inv["all"]["children"]["backup"] = {"hosts": {store: None}}
     WORK.mkdir(parents=True, exist_ok=True)
@@ -82,7 +79,7 @@ def play(bed, name: str, check: bool = False, **extra):
 
 
 def ok(result) -> None:
-    assert result.rc == 0, f"rc={result.rc}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
+    assert result.rc == 0, result.failures() or f"rc={result.rc}\n{result.stdout[-6000:]}\n{result.stderr[-2000:]}"
 
 
 def local_snapshots(bed) -> list[str]:

@@ -161,7 +161,7 @@ def test_restore_recreates_all_three_etcd_members_from_one_snapshot(testbed, ha)
     er.create_workload(testbed, cps[0], ha["pause"])
     started = time.monotonic()
     backup = run_playbook(PLAYBOOKS / "backup.yml", inventory=testbed.inventory, extra_vars=HA_VARS, env=stats_env)
-    assert backup.rc == 0, backup.stdout[-5000:]
+    assert backup.rc == 0, backup.failures() or backup.stdout[-5000:]
     snapshot = backup.data["global_custom_stats"]["etcd_backup_snapshot"]
     print(f"\nHA backup.yml: {time.monotonic() - started:.1f} s, {snapshot['name']} revision {snapshot['revision']}")
     keys_before = er.etcd_keys(testbed, cps[0])
@@ -174,7 +174,7 @@ def test_restore_recreates_all_three_etcd_members_from_one_snapshot(testbed, ha)
         extra_vars={**HA_VARS, "anvil_restore_snapshot": snapshot["name"], "anvil_restore_confirm": "yes"},
         env=stats_env,
     )
-    assert restore.rc == 0, restore.stdout[-8000:]
+    assert restore.rc == 0, restore.failures() or restore.stdout[-8000:]
     restored = restore.data["global_custom_stats"]["etcd_restored"]
     print(f"HA restore.yml: {time.monotonic() - started:.1f} s, members {restored['members']}")
     assert restored["members"] == sorted(cps) and restored["revision"] == snapshot["revision"], restored

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, kube_play, run_playbook
+from tests.helpers.testbed import cluster_groups
 from tests.helpers.wait import wait_until as poll
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
@@ -75,10 +75,7 @@ def _pod(name: str, namespace: str, node: str, image: str, serve: bool) -> dict:
 
 @pytest.fixture(scope="module")
 def net(testbed, mirror):
-    inv = yaml.safe_load(Path(testbed.inventory).read_text())
-    groups = inv["all"]["children"]["k8s_cluster"]["children"]
-    cp = next(iter(groups["control_plane"]["hosts"]))
-    workers = sorted(groups["workers"]["hosts"])
+    inv, cp, workers = cluster_groups(testbed.inventory)
     assert len(workers) >= 2, f"needs 2 workers: {workers}"
     deploy = run_playbook(SITE, inventory=testbed.inventory, extra_vars=SITE_VARS)
     assert deploy.rc == 0, deploy.stdout[-3000:]

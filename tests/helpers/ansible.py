@@ -73,6 +73,17 @@ class PlaybookResult:
     def failed(self, host: str | None = None) -> int:
         return sum(s.get("failures", 0) + s.get("unreachable", 0) for h, s in self.stats.items() if host in (None, h))
 
+    def failures(self) -> list[str]:
+        """'<task> on <host>: <message>' for every failed or unreachable task result (rescued ones too),
+        so an assertion names the step that failed instead of the last screen of output."""
+        found = []
+        for task in self.tasks:
+            for host, res in task["hosts"].items():
+                if res.get("failed") or res.get("unreachable"):
+                    msg = res.get("msg") or res.get("stderr") or ""
+                    found.append(f"{task['task']['name']} on {host}: {str(msg)[:1500]}")
+        return found
+
     def result(self, task_name: str, host: str = "localhost") -> dict[str, Any]:
         """The result of the last task with this name on this host."""
         found = None

@@ -7,7 +7,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from tools import testbed as tb
+
+
+def cluster_groups(inventory: str | Path) -> tuple[dict, str, list[str]]:
+    """(the inventory as data, the first control plane, the workers in name order) of a testbed inventory."""
+    inv = yaml.safe_load(Path(inventory).read_text())
+    groups = inv["all"]["children"]["k8s_cluster"]["children"]
+    return inv, next(iter(groups["control_plane"]["hosts"])), sorted((groups.get("workers") or {}).get("hosts") or {})
 
 
 def host_snapshot() -> dict[str, set[str]]:
