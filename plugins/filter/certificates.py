@@ -16,6 +16,7 @@ from ansible_collections.anvil.cluster.plugins.module_utils.certificates import 
     CertificateError,
     host_report,
     restarts,
+    stale_containers,
 )
 
 
@@ -40,9 +41,17 @@ def certificates_restarts(renewed):
     return restarts(list(renewed or []))
 
 
+def certificates_stale_containers(crictl_ps, since):
+    try:
+        return stale_containers(crictl_ps, since)
+    except (CertificateError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError("certificates_stale_containers: %s" % exc) from None
+
+
 class FilterModule(object):
     def filters(self):
         return {
             "certificates_report": certificates_report,
             "certificates_restarts": certificates_restarts,
+            "certificates_stale_containers": certificates_stale_containers,
         }

@@ -359,3 +359,23 @@ def host_report(
     if kubelet_pem:
         entries.append(kubelet_entry(kubelet_pem, rotation_enabled(kubelet_config), threshold, now))
     return report(host, entries, threshold_days, force=force)
+
+
+def stale_containers(crictl_ps, since):
+    """IDs of the running containers in `crictl ps -o json` output (text or data) created before `since`
+    (seconds since the epoch, the node's clock): those still run with the files as they were before a
+    renewal. A container created since (the kubelet restarted it already, say a controller manager that lost
+    its leader lease while the API server restarted) has read the renewed files: restarting it again would
+    only push the kubelet's restart back-off up."""
+    data = crictl_ps
+    if not isinstance(crictl_ps, dict):
+        try:
+            data = json.loads(crictl_ps or "{}")
+        except ValueError as exc:
+            raise CertificateError("crictl ps gave unreadable JSON: %s" % exc) from None
+    limit = int(float(since) * 1e9)
+    return [
+        c["id"]
+        for c in data.get("containers") or []
+        if c.get("state", "CONTAINER_RUNNING") == "CONTAINER_RUNNING" and int(c.get("createdAt") or 0) < limit
+    ]

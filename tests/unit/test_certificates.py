@@ -6,7 +6,11 @@ import json
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from ansible_collections.anvil.cluster.plugins.filter.certificates import certificates_report, certificates_restarts
+from ansible_collections.anvil.cluster.plugins.filter.certificates import (
+    certificates_report,
+    certificates_restarts,
+    certificates_stale_containers,
+)
 from ansible_collections.anvil.cluster.plugins.module_utils import certificates as certs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -311,3 +315,33 @@ def test_the_filter_names_the_host_on_bad_input():
         AnsibleFilterError, match="certificates_report: cp1: kubeadm certs check-expiration gave no JSON"
     ):
         certificates_report("oops", "cp1")
+
+
+def crictl_ps(*containers):
+    return json.dumps(
+        {
+            "containers": [
+                {
+                    "id": cid,
+                    "state": state,
+                    "createdAt": str(int(created * 1e9)),
+                    "metadata": {"name": "kube-scheduler"},
+                }
+                for cid, created, state in containers
+            ]
+        }
+    )
+
+
+def test_stale_containers_are_those_created_before_the_renewal():
+    out = crictl_ps(
+        ("old", 1000.5, "CONTAINER_RUNNING"), ("new", 1002, "CONTAINER_RUNNING"), ("gone", 900, "CONTAINER_EXITED")
+    )
+    assert certs.stale_containers(out, "1001") == ["old"]
+    assert certificates_stale_containers(json.loads(out), 1003) == ["old", "new"]
+    assert certs.stale_containers('{"containers": []}', 1) == []
+
+
+def test_stale_containers_refuse_what_is_not_crictl_json():
+    with pytest.raises(AnsibleFilterError, match="unreadable JSON"):
+        certificates_stale_containers("oops", 1)
