@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ssl
-import threading
 import time
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, ensure_collection_link, kube_play, run_playbook
+from tests.helpers.probe import Prober, longest_gap
 from tests.helpers.wait import wait_until
 
 ensure_collection_link()
@@ -47,8 +47,6 @@ CONFIG = "/etc/kubernetes/anvil/kubeadm-config.yaml"
 SHORT_CONFIG = "/root/kubeadm-config-2h.yaml"
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 LOCAL_KUBECTL = f"{KUBECTL} --server https://127.0.0.1:6443 --request-timeout=5s"
-# A worker's kubelet identity through the node-local load balancer (kubelet.conf points at 127.0.0.1:8443).
-PROBE = "kubectl --kubeconfig /etc/kubernetes/kubelet.conf --request-timeout=2s get --raw /readyz"
 # The custom stats (set_stats) the playbook publishes, in the JSON callback's output.
 STATS_ENV = {"ANSIBLE_SHOW_CUSTOM_STATS": "true"}
 # Longest run of failed probes allowed on one control plane: the API server's own restart (about 10-20 s
@@ -86,50 +84,16 @@ def run_certificates(testbed, check: bool = False):
     return result, seconds
 
 
+def changed_tasks(result) -> set[str]:
+    return {t["task"]["name"].split(" : ")[-1] for t in result.tasks for r in t["hosts"].values() if r.get("changed")}
+
+
 def reports(result) -> dict[str, dict]:
     return result.data["global_custom_stats"]["anvil_certificates"]
 
 
 def utc(stamp: str) -> float:
     return dt.datetime.fromisoformat(stamp.rstrip("Z")).replace(tzinfo=dt.timezone.utc).timestamp()
-
-
-class Prober(threading.Thread):
-    """Asks the API server for /readyz once a second from a worker; records (wall time, ok, output)."""
-
-    def __init__(self, testbed, node: str):
-        super().__init__(daemon=True)
-        self.testbed, self.node = testbed, node
-        self.stopping = threading.Event()
-        self.probes: list[tuple[float, bool, str]] = []
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            started = time.time()
-            try:
-                proc = self.testbed.exec(self.node, PROBE, timeout=10)
-                ok, out = proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.stdout + proc.stderr)[-200:]
-            except Exception as exc:  # a probe that cannot even run counts as failed
-                ok, out = False, repr(exc)
-            self.probes.append((started, ok, out.strip()))
-            self.stopping.wait(max(0.0, 1.0 - (time.time() - started)))  # pace: one probe per second
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(30)
-
-
-def longest_gap(probes: list[tuple[float, bool, str]]) -> float:
-    """Seconds from the first to the last probe of the longest run of failed probes (0 without failures)."""
-    gap, run_start = 0.0, None
-    for at, ok, _ in probes:
-        if not ok and run_start is None:
-            run_start = at
-        if ok and run_start is not None:
-            gap, run_start = max(gap, at - run_start), None
-    if run_start is not None:
-        gap = max(gap, probes[-1][0] - run_start)
-    return gap
 
 
 @pytest.fixture(scope="module")
@@ -156,8 +120,11 @@ def cluster(testbed, mirror):
 
 def test_check_mode_reports_them_below_threshold_and_changes_nothing(cluster):
     testbed, cp = cluster["testbed"], cluster["cp"]
+    copy = KUBECONFIG.read_bytes()
     result, _ = run_certificates(testbed, check=True)
-    assert result.changed() == 0, result.stats
+    # The one change check mode announces: the controller's kubeconfig, stale since the fixture renewed admin.conf.
+    assert changed_tasks(result) <= {"Write the admin kubeconfig on the controller (0600)"}, changed_tasks(result)
+    assert KUBECONFIG.read_bytes() == copy
     report = reports(result)[cp]
     entries = {e["name"]: e for e in report["certificates"]}
     for name in leaves(cluster["short"]):
@@ -234,8 +201,52 @@ def test_a_rerun_changes_nothing(cluster):
     testbed, cp = cluster["testbed"], cluster["cp"]
     before = expiry(testbed, cp)
     result, _ = run_certificates(testbed)
-    assert result.changed() == 0, [
-        (t["task"]["name"], h) for t in result.tasks for h, r in t["hosts"].items() if r.get("changed")
-    ]
+    assert result.changed() == 0, changed_tasks(result)
     assert reports(result)[cp]["renew"] == []
     assert {n: e["expires"] for n, e in expiry(testbed, cp).items()} == {n: e["expires"] for n, e in before.items()}
+
+
+def test_the_timer_renews_unattended(cluster):
+    testbed, cp = cluster["testbed"], cluster["cp"]
+    unit = "anvil-cert-renew"
+    result = run_playbook(PLAYBOOK, inventory=testbed.inventory, extra_vars={**SITE_VARS, "certificates_timer": True})
+    assert result.rc == 0 and result.changed(cp) > 0, result.stdout[-3000:]
+    assert sh(testbed, cp, f"systemctl is-enabled {unit}.timer; systemctl is-active {unit}.timer").split() == [
+        "enabled",
+        "active",
+    ]
+    again = run_playbook(PLAYBOOK, inventory=testbed.inventory, extra_vars={**SITE_VARS, "certificates_timer": True})
+    assert again.rc == 0 and again.changed() == 0, again.stats
+    # Nothing due: the service only reports.
+    sh(testbed, cp, f"systemctl start {unit}.service")
+    assert "none below 30 d" in sh(testbed, cp, f"journalctl -u {unit}.service -o cat --no-pager | tail -n 3")
+    # Short-lived again: the service renews and restarts on its own.
+    sh(
+        testbed,
+        cp,
+        f"sed 's/^certificateValidityPeriod: .*/certificateValidityPeriod: 2h/' {CONFIG} > {SHORT_CONFIG}"
+        f" && chmod 600 {SHORT_CONFIG} && kubeadm certs renew all --config {SHORT_CONFIG} && rm -f {SHORT_CONFIG}",
+    )
+    assert all(e["days_left"] < 0.1 for e in leaves(expiry(testbed, cp)).values())
+    started = time.monotonic()
+    proc = testbed.exec(cp, f"systemctl start {unit}.service", timeout=1500)
+    log = sh(testbed, cp, f"journalctl -u {unit}.service -o cat --no-pager | tail -n 30")
+    print(f"\ntimer service renewal: {time.monotonic() - started:.1f} s")
+    assert proc.returncode == 0, log
+    assert "renewed apiserver" in log and "restarted kube-apiserver" in log, log
+    for name, entry in leaves(expiry(testbed, cp)).items():
+        assert entry["days_left"] > 360, (name, entry)
+    assert sh(testbed, cp, f"{LOCAL_KUBECTL} get --raw /readyz").strip() == "ok"
+    # Turned off: stopped and disabled; and the next run writes the controller's admin kubeconfig again
+    # (the service renewed admin.conf on the node).
+    off = run_playbook(PLAYBOOK, inventory=testbed.inventory, extra_vars=SITE_VARS)
+    assert off.rc == 0, off.stdout[-3000:]
+    state = testbed.exec(cp, f"systemctl is-enabled {unit}.timer; systemctl is-active {unit}.timer").stdout.split()
+    assert state == ["disabled", "inactive"], state
+    assert changed_tasks(off) == {
+        "Write the admin kubeconfig on the controller (0600)",
+        "Stop and disable a timer installed earlier",
+    }
+    user = yaml.safe_load(KUBECONFIG.read_text())["users"][0]["user"]
+    client = certs.pem_validity(base64.b64decode(user["client-certificate-data"]).decode())
+    assert certs.iso(client["not_after"]) == expiry(testbed, cp)["admin.conf"]["expires"]

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.probe import Prober, longest_gap
 from tests.helpers.testbed import Testbed
 from tests.helpers.wait import wait_until
 from tools import testbed as tb
@@ -84,6 +85,41 @@ def test_three_control_planes_ready(testbed, ha):
     assert _ready_nodes(testbed, ha["cps"][1]) == set(ha["cps"]) | set(ha["workers"])
     pods = json.loads(sh(testbed, ha["cps"][1], f"{KUBECTL} -n kube-system get pods -l component=etcd -o json"))
     assert len(pods["items"]) == 3
+
+
+def test_certificate_renewal_keeps_the_api_answering(testbed, ha):
+    """Renewing every control plane's certificates (forced) restarts etcd and the API server one control plane
+    at a time: a worker probing the API through its local load balancer every second sees no failure."""
+    prober = Prober(testbed, ha["workers"][0])
+    prober.start()
+    wait_until(lambda: len(prober.probes) >= 3 and all(ok for _, ok, _ in prober.probes), 30, "probes answering")
+    try:
+        started = time.monotonic()
+        result = run_playbook(
+            REPO_ROOT / "playbooks" / "certificates.yml",
+            inventory=testbed.inventory,
+            extra_vars={
+                "anvil_kubeconfig_dest": str(WORK / "admin.conf"),
+                "anvil_cluster_name": "e2e-ha",
+                "certificates_renew_force": True,
+            },
+        )
+        seconds = time.monotonic() - started
+        ended = time.time()
+        wait_until(lambda: any(at > ended and ok for at, ok, _ in prober.probes), 60, "a probe after the run")
+    finally:
+        prober.stop()
+    assert result.rc == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    failed = [p for p in prober.probes if not p[1]]
+    print(f"\nHA renewal: {seconds:.1f} s, probes {len(prober.probes)}, failed {len(failed)}")
+    assert failed == [], f"longest gap {longest_gap(prober.probes):.1f} s: {failed}"
+    # Each control plane restarted its API server.
+    stops = [
+        t["task"]["name"]
+        for t in result.tasks
+        if "Stop it if it predates the renewal - kube-apiserver" in t["task"]["name"]
+    ]
+    assert stops, [t["task"]["name"] for t in result.tasks]
 
 
 def test_api_survives_loss_of_first_control_plane_and_it_rejoins(testbed, ha):
