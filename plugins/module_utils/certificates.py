@@ -311,6 +311,7 @@ def report(host, entries, threshold_days, force=False):
 
 def summary(host, entries, threshold_days):
     """One line per host: the soonest expiry, what is below the threshold, kubelet rotation."""
+    threshold_days = "%g" % float(threshold_days)
     dated = sorted((e for e in entries if e["days_left"] is not None), key=lambda e: e["days_left"])
     due = [e for e in entries if e["below_threshold"]]
     parts = ["%s: %d checked" % (host, len(entries))]

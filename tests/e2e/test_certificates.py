@@ -84,6 +84,15 @@ def run_certificates(testbed, check: bool = False):
     return result, seconds
 
 
+def slowest(result, count: int = 8) -> list[tuple[str, float]]:
+    took = [
+        (t["task"]["name"].split(" : ")[-1], utc(t["task"]["duration"]["end"]) - utc(t["task"]["duration"]["start"]))
+        for t in result.tasks
+        if "end" in t["task"]["duration"]
+    ]
+    return sorted(took, key=lambda item: -item[1])[:count]
+
+
 def changed_tasks(result) -> set[str]:
     return {t["task"]["name"].split(" : ")[-1] for t in result.tasks for r in t["hosts"].values() if r.get("changed")}
 
@@ -160,6 +169,7 @@ def test_renewal_gives_a_year_and_the_api_keeps_answering(cluster):
     failed = [p for p in probes if not p[1]]
     gap = longest_gap(probes)
     print(f"probes: {len(probes)}, failed: {len(failed)}, longest gap: {gap:.1f} s, renewal run {seconds:.1f} s")
+    print("slowest steps:", ", ".join(f"{name} {took:.1f} s" for name, took in slowest(result)))
     # Renewed on the node: a year from our configuration (control_plane_certificate_validity 8760h).
     renewed = expiry(testbed, cp)
     for name, entry in leaves(renewed).items():
