@@ -33,6 +33,7 @@ import yaml
 
 from tests.helpers.ansible import REPO_ROOT, ensure_collection_link, kube_play, run_playbook
 from tests.helpers.probe import Prober, longest_gap
+from tests.helpers.testbed import sh
 from tests.helpers.wait import wait_until
 
 ensure_collection_link()
@@ -57,13 +58,6 @@ MAX_GAP_SECONDS = 60
 # The load balancer takes a server back after 2 good checks 2 s apart: failed probes may trail the end
 # of the playbook's readiness wait by that much.
 LB_RISE_SECONDS = 6
-
-
-def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
-    proc = testbed.exec(node, cmd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{node}: {cmd!r} failed rc={proc.returncode}: {proc.stdout} {proc.stderr}")
-    return proc.stdout
 
 
 def expiry(testbed, cp: str) -> dict[str, dict]:

@@ -24,7 +24,7 @@ import yaml
 
 from tests.helpers import etcd_restore as er
 from tests.helpers.ansible import REPO_ROOT, run_playbook
-from tests.helpers.testbed import cluster_groups
+from tests.helpers.testbed import cluster_groups, sh
 from tests.helpers.wait import wait_until as poll
 
 pytestmark = pytest.mark.disaster
@@ -39,13 +39,6 @@ STORE_DIR = "/var/lib/anvil-backup"
 # Timer settings of the schedule test: seconds between snapshots, and how many each side keeps.
 INTERVAL, KEEP = 15, 2
 TIMINGS: dict[str, float] = {}
-
-
-def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
-    proc = testbed.exec(node, cmd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{node}: {cmd!r} failed rc={proc.returncode}: {proc.stdout} {proc.stderr}")
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")

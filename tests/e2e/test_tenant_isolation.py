@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, kube_play, run_playbook
-from tests.helpers.testbed import cluster_groups
+from tests.helpers.testbed import cluster_groups, sh
 from tests.helpers.wait import wait_until as poll
 
 SITE = REPO_ROOT / "playbooks" / "site.yml"
@@ -32,13 +32,6 @@ BETA_ADMIN = "beta-admin@example.com"
 SERVICE_BACKEND = {"web.alpha.svc.cluster.local": "web-alpha"}
 # Seconds felix may take to program a policy change on the nodes.
 POLICY_DEADLINE = 60
-
-
-def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
-    proc = testbed.exec(node, cmd)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{node}: {cmd!r} failed rc={proc.returncode}: {proc.stdout} {proc.stderr}")
-    return proc.stdout
 
 
 def tenant(args: dict) -> dict:

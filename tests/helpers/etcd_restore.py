@@ -7,6 +7,7 @@ import base64
 import json
 import shlex
 
+from tests.helpers.testbed import sh
 from tests.helpers.wait import wait_until
 
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s"
@@ -19,13 +20,6 @@ CONFIGMAPS = {
     ("restore-a", "settings"): {"mode": "production", "replicas": "2"},
     ("restore-b", "other"): {"color": "blue"},
 }
-
-
-def sh(testbed, node: str, cmd: str) -> str:
-    proc = testbed.exec(node, cmd)
-    if proc.returncode != 0:
-        raise AssertionError(f"{node}: {cmd!r} failed rc={proc.returncode}: {proc.stdout} {proc.stderr}")
-    return proc.stdout
 
 
 def create_workload(testbed, cp: str, image: str) -> None:

@@ -12,6 +12,14 @@ import yaml
 from tools import testbed as tb
 
 
+def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
+    """A shell command on a testbed machine; its output, or an AssertionError naming the command."""
+    proc = testbed.exec(node, cmd)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{node}: {cmd!r} failed rc={proc.returncode}: {proc.stdout} {proc.stderr}")
+    return proc.stdout
+
+
 def cluster_groups(inventory: str | Path) -> tuple[dict, str, list[str]]:
     """(the inventory as data, the first control plane, the workers in name order) of a testbed inventory."""
     inv = yaml.safe_load(Path(inventory).read_text())
