@@ -133,7 +133,8 @@ def assert_host_clean(node: str) -> None:
     leftovers = sh(
         node,
         "for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /etc/systemd/system/kubelet.service "
-        "/etc/systemd/system/anvil-etcd-backup.timer /usr/local/sbin/anvil-etcd-snapshot; "
+        "/etc/systemd/system/anvil-etcd-backup.timer /usr/local/sbin/anvil-etcd-snapshot "
+        "/etc/systemd/system/anvil-cert-renew.timer; "
         'do [ -e "$p" ] && echo "path $p"; done; '
         # containerd creates an empty CNI configuration directory when it starts: only files in it count.
         "find /etc/cni/net.d -mindepth 1 2>/dev/null | sed 's/^/path /'; "
