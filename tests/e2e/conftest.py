@@ -8,8 +8,9 @@
   ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
 
 Tests marked `testbed_lifecycle` stop, start, add or recreate machines; they are run first in the
-session so that later tests get a settled testbed. Tests marked `disaster` wipe the shared cluster's etcd
-and restore it; they are run last.
+session so that later tests get a settled testbed. Then test_cluster_core.py, whose first tests need hosts
+without a cluster and which deploys the shared one; then the modules that use that cluster. Tests marked
+`disaster` wipe the shared cluster's etcd and restore it; they are run last.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     def order(item: pytest.Item) -> int:
         if item.get_closest_marker("testbed_lifecycle"):
             return 0
-        return 2 if item.get_closest_marker("disaster") else 1
+        if item.get_closest_marker("disaster"):
+            return 3
+        # test_cluster_core.py deploys the shared cluster (its first tests need hosts without one); the
+        # other modules re-run site.yml on that cluster.
+        return 1 if item.module.__name__.rsplit(".", 1)[-1] == "test_cluster_core" else 2
 
     items.sort(key=order)
 
