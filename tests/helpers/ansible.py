@@ -80,8 +80,12 @@ class PlaybookResult:
         for task in self.tasks:
             for host, res in task["hosts"].items():
                 if res.get("failed") or res.get("unreachable"):
-                    msg = res.get("msg") or res.get("stderr") or ""
-                    found.append(f"{task['task']['name']} on {host}: {str(msg)[:1500]}")
+                    msg = str(res.get("msg") or "")
+                    # A failed command: its own output says why ("non-zero return code" does not).
+                    for stream in ("stderr", "stdout"):
+                        if res.get(stream):
+                            msg += f"\n{stream}: {str(res[stream])[-3000:]}"
+                    found.append(f"{task['task']['name']} on {host}: {msg[:6500]}")
         return found
 
     def result(self, task_name: str, host: str = "localhost") -> dict[str, Any]:
