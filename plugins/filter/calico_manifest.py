@@ -16,9 +16,10 @@ description:
     it builds) and returns it with this cluster's choices applied, as multi-document YAML text.
   - Sets the mirror's images, the IPv4 pool (CIDR, block size, VXLAN C(Always) or C(CrossSubnet), no IP-in-IP),
     the VXLAN port and VNI, the MTU, felix's iptables backend, node address detection and Typha.
-  - "calico-node's processes run one per container (felix, complete-startup, monitor-addresses,
-    allocate-tunnel-addrs, cni-token-monitor, status-reporter) after C(calico-node -startup) as init containers:
-    the images carry no process supervisor. The eBPF bootstrap init container is dropped (no eBPF dataplane)."
+  - "calico-node's processes run one per container (felix, monitor-addresses, allocate-tunnel-addrs,
+    cni-token-monitor, status-reporter) after C(calico-node -startup -complete-startup) (which also marks the
+    node's network available) as init containers: the images carry no process supervisor. The eBPF bootstrap
+    init container is dropped (no eBPF dataplane)."
 positional: typha_docs, settings
 options:
   _input:

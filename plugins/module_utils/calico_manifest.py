@@ -32,15 +32,21 @@ VXLAN_MODES = ("Always", "CrossSubnet")
 IPTABLES_BACKENDS = ("NFT", "Legacy", "Auto")
 # Long-running calico-node processes besides felix (the runit services of upstream's image that a
 # VXLAN-only node enables; BIRD and confd are for BGP and are not run).
+#
+# Not `-complete-startup` on its own: having marked the node's network available, it blocks forever on a
+# channel that is never ready, which upstream's runit-supervised (cgo) binary survives; in these builds the
+# Go runtime sees every goroutine asleep once its last timer fires (about two minutes after start) and
+# exits with "all goroutines are asleep - deadlock!", the kubelet restarts it with a growing back-off, and
+# the pod is not Ready for minutes at a time. The startup init container marks the node available instead
+# (`-startup -complete-startup`, a combination upstream's calico-node supports for exactly that).
 SIDECARS = (
-    ("complete-startup", ["-complete-startup"]),
     ("monitor-addresses", ["-monitor-addresses"]),
     ("allocate-tunnel-addrs", ["-allocate-tunnel-addrs"]),
     ("cni-token-monitor", ["-monitor-token"]),
     ("status-reporter", ["-status-reporter"]),
 )
 STARTUP = (
-    ("startup", ["-startup"]),
+    ("startup", ["-startup", "-complete-startup"]),
     ("allocate-tunnel-addrs-once", ["-allocate-tunnel-addrs", "-allocate-tunnel-addrs-run-once"]),
 )
 TYPHA_KINDS = ("PodDisruptionBudget", "Service", "Deployment")

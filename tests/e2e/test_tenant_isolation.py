@@ -132,6 +132,20 @@ def settles(net, namespace, pod, target, want_reachable: bool, *, port: int = 80
     )
 
 
+def test_calico_node_containers_run_without_restarts(net):
+    """By now the cluster has run for many minutes: a calico-node process that exits (as complete-startup
+    did, every two minutes, before it became part of the startup init container) shows as restarts."""
+    out = sh(net["testbed"], net["cp"], f"{KUBECTL} -n kube-system get pods -l k8s-app=calico-node -o json")
+    pods = json.loads(out)
+    restarts = {
+        (p["spec"]["nodeName"], c["name"]): c["restartCount"]
+        for p in pods["items"]
+        for c in p["status"]["containerStatuses"]
+        if c["restartCount"]
+    }
+    assert pods["items"] and restarts == {}, restarts
+
+
 def test_a_tenant_reaches_its_own_pods_and_service(net):
     settles(net, "alpha", "client-alpha", "web-alpha", True)
     settles(net, "alpha", "client-alpha", "web.alpha.svc.cluster.local", True, port=80)

@@ -161,11 +161,12 @@ def test_pool_vxlan_mtu_and_backend_reach_calico_node():
 def test_each_process_is_its_own_container_after_startup_init_containers():
     spec = pod(adapt(upstream(), [], settings()))
     assert [c["name"] for c in spec["initContainers"]] == ["install-cni", "startup", "allocate-tunnel-addrs-once"]
-    assert spec["initContainers"][1]["args"] == ["-startup"]
+    # The startup init container also marks the node's network available: no complete-startup container,
+    # whose process would block forever (and be restarted as a crash) once it has.
+    assert spec["initContainers"][1]["args"] == ["-startup", "-complete-startup"]
     names = [c["name"] for c in spec["containers"]]
     assert names == [
         "calico-node",
-        "complete-startup",
         "monitor-addresses",
         "allocate-tunnel-addrs",
         "cni-token-monitor",
