@@ -21,7 +21,15 @@ from ansible_collections.anvil.cluster.plugins.module_utils.certificates import 
 
 
 def certificates_report(
-    kubeadm_output, host, threshold_days=30, *, kubelet_pem=None, kubelet_config=None, force=False, now=None
+    kubeadm_output,
+    host,
+    threshold_days=30,
+    *,
+    kubelet_pem=None,
+    kubelet_config=None,
+    force=False,
+    reload=True,
+    now=None,
 ):
     try:
         return host_report(
@@ -31,14 +39,18 @@ def certificates_report(
             kubelet_pem=kubelet_pem or None,
             kubelet_config=kubelet_config,
             force=bool(force),
+            reload=bool(reload),
             now=now,
         )
     except CertificateError as exc:
         raise AnsibleFilterError("certificates_report: %s: %s" % (host, exc)) from None
 
 
-def certificates_restarts(renewed):
-    return restarts(list(renewed or []))
+def certificates_restarts(renewed, reload=True, stale=None):
+    try:
+        return restarts(list(renewed or []), bool(reload), list(stale or []))
+    except CertificateError as exc:
+        raise AnsibleFilterError("certificates_restarts: %s" % exc) from None
 
 
 def certificates_stale_containers(crictl_ps, since):

@@ -21,21 +21,35 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 
-# What restarting means for each certificate kubeadm renews: the static pods that read it. The etcd
-# healthcheck client is only used by probes; admin.conf and super-admin.conf by people and playbooks.
-RESTARTS = {
-    "apiserver": ("kube-apiserver",),
-    "apiserver-kubelet-client": ("kube-apiserver",),
-    "apiserver-etcd-client": ("kube-apiserver",),
-    "front-proxy-client": ("kube-apiserver",),
-    "etcd-server": ("etcd",),
-    "etcd-peer": ("etcd",),
-    "etcd-healthcheck-client": (),
-    "controller-manager.conf": ("kube-controller-manager",),
-    "scheduler.conf": ("kube-scheduler",),
-    "admin.conf": (),
-    "super-admin.conf": (),
+# Who reads each certificate kubeadm renews, and how a renewed file reaches it.
+#   restart: read once, when the component starts (controller-manager.conf and scheduler.conf embed their
+#     client certificate): the static pod is restarted.
+#   reload: read again by the component itself for new connections, so no restart is needed. etcd loads
+#     its serving, peer and client certificates from the files at every TLS handshake
+#     (go.etcd.io/etcd/client/pkg/v3/transport, TLSInfo: GetCertificate and GetClientCertificate call
+#     tlsutil.NewCert), which also covers the API server's client to etcd; the API server watches its
+#     serving and front-proxy client files (k8s.io/apiserver dynamiccertificates
+#     .NewDynamicServingContentFromFiles) and reads its kubelet client files for new connections (client-go
+#     transport, ReloadTLSFiles). Connections open before the renewal keep the old certificate until they
+#     reconnect, which is sound: TLS checks a certificate's validity only at the handshake. The certificates a
+#     server presents (SERVED) are checked on the wire after a renewal, and a server still presenting the old
+#     one is restarted. The etcd healthcheck client is only used by probes; admin.conf and super-admin.conf by
+#     people and playbooks, on each use.
+READERS = {
+    "apiserver": ("kube-apiserver", "reload"),
+    "apiserver-kubelet-client": ("kube-apiserver", "reload"),
+    "apiserver-etcd-client": ("kube-apiserver", "reload"),
+    "front-proxy-client": ("kube-apiserver", "reload"),
+    "etcd-server": ("etcd", "reload"),
+    "etcd-peer": ("etcd", "reload"),
+    "etcd-healthcheck-client": (None, "reload"),
+    "controller-manager.conf": ("kube-controller-manager", "restart"),
+    "scheduler.conf": ("kube-scheduler", "restart"),
+    "admin.conf": (None, "reload"),
+    "super-admin.conf": (None, "reload"),
 }
+# The certificates a server presents to new connections (etcd's client and peer ports, the API server).
+SERVED = ("etcd-server", "etcd-peer", "apiserver")
 # Restart order on one node: etcd first (the API server's backend), then the API server, then its clients.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 KUBELET_CLIENT = "kubelet-client"
@@ -133,18 +147,23 @@ def _common_name(data, start, end):
     return ""
 
 
+def pem_der(pem):
+    """The DER bytes of the first certificate in `pem`."""
+    match = _PEM.search(pem or "")
+    if not match:
+        raise CertificateError("no PEM certificate found")
+    try:
+        return base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise CertificateError("the PEM certificate is not base64: %s" % exc) from None
+
+
 def pem_validity(pem):
     """{not_before, not_after (aware datetimes), subject (common name)} of the first certificate in `pem`.
 
     `pem` may hold other blocks (the kubelet's rotated file holds its key too; pass only the certificate
     part where you can, as playbooks/certificates.yml does)."""
-    match = _PEM.search(pem or "")
-    if not match:
-        raise CertificateError("no PEM certificate found")
-    try:
-        data = bytearray(base64.b64decode(re.sub(r"\s+", "", match.group(1)), validate=True))
-    except (binascii.Error, ValueError) as exc:
-        raise CertificateError("the PEM certificate is not base64: %s" % exc) from None
+    data = bytearray(pem_der(pem))
     _tag, start, _end = _der(data, 0)  # Certificate
     _tbs_tag, tbs_start, tbs_end = _der(data, start)  # TBSCertificate
     fields = _children(data, tbs_start, tbs_end)
@@ -259,10 +278,12 @@ def rotation_enabled(kubelet_config):
     return bool(match) and match.group(1).strip("'\"").lower() == "true"
 
 
-def report(host, entries, threshold_days, force=False):
+def report(host, entries, threshold_days, force=False, reload=True):
     """The host's report: every entry, what is due and what to do about it.
 
     renew: kubeadm's renewable certificates below the threshold (every renewable one with `force`).
+    restart: the static pods to restart after renewing them (see restarts(); `reload` as there).
+    verify: the renewed certificates whose server is checked on the wire instead of restarted.
     problems: what renewal cannot fix and a person must (a CA below the threshold, a missing certificate,
     a kubelet client certificate below the threshold without rotation, or with rotation that did not happen).
     """
@@ -302,7 +323,8 @@ def report(host, entries, threshold_days, force=False):
         "certificates": entries,
         "below_threshold": [e["name"] for e in due],
         "renew": renew,
-        "restart": restarts(renew),
+        "restart": restarts(renew, reload),
+        "verify": served(renew, reload),
         "problems": problems,
         "kubelet_rotation": kubelet[0].get("rotation") if kubelet else None,
         "summary": summary(host, entries, threshold_days),
@@ -335,17 +357,42 @@ def summary(host, entries, threshold_days):
     return "; ".join(parts)
 
 
-def restarts(renewed):
-    """The control-plane static pods to restart after renewing `renewed`, in restart order (an unknown
-    certificate name restarts all of them)."""
+def restarts(renewed, reload=True, stale=()):
+    """The control-plane static pods to restart after renewing `renewed`, in restart order.
+
+    With `reload`, only the components that read a renewed file once at start, plus the servers of the
+    `stale` certificates (SERVED names a server still presented the old certificate of after the renewal);
+    without, every component that reads a renewed file. An unknown certificate name restarts all of them."""
     wanted = set()
     for name in renewed:
-        wanted.update(RESTARTS.get(name, COMPONENTS))
+        if name not in READERS:
+            wanted.update(COMPONENTS)
+            continue
+        component, how = READERS[name]
+        if component and (how == "restart" or not reload):
+            wanted.add(component)
+    for name in stale:
+        if name not in SERVED:
+            raise CertificateError("%r is not a certificate a server presents (%s)" % (name, ", ".join(SERVED)))
+        wanted.add(READERS[name][0])
     return [c for c in COMPONENTS if c in wanted]
 
 
+def served(renewed, reload=True):
+    """The renewed certificates whose server is checked on the wire (it reloads them instead of restarting)."""
+    return [name for name in SERVED if reload and name in renewed]
+
+
 def host_report(
-    host, threshold_days, kubeadm_output=None, *, kubelet_pem=None, kubelet_config=None, force=False, now=None
+    host,
+    threshold_days,
+    kubeadm_output=None,
+    *,
+    kubelet_pem=None,
+    kubelet_config=None,
+    force=False,
+    reload=True,
+    now=None,
 ):
     """Everything for one host: kubeadm's certificates (control planes) and the kubelet client certificate."""
     try:
@@ -359,7 +406,7 @@ def host_report(
         entries.extend(kubeadm_entries(kubeadm_output, threshold, now))
     if kubelet_pem:
         entries.append(kubelet_entry(kubelet_pem, rotation_enabled(kubelet_config), threshold, now))
-    return report(host, entries, threshold_days, force=force)
+    return report(host, entries, threshold_days, force=force, reload=reload)
 
 
 def stale_containers(crictl_ps, since):

@@ -93,8 +93,9 @@ def test_three_control_planes_ready(testbed, ha):
 
 
 def test_certificate_renewal_keeps_the_api_answering(testbed, ha):
-    """Renewing every control plane's certificates (forced) restarts etcd and the API server one control plane
-    at a time; a worker probes the API through its local load balancer every second.
+    """Renewing every control plane's certificates (forced) with certificates_reload: false (the restart path:
+    the default reloads and restarts neither, tests/e2e/test_certificates.py) restarts etcd and the API
+    server one control plane at a time; a worker probes the API through its local load balancer every second.
 
     Each control plane's API server is taken out before its etcd member restarts (it talks to that member
     only): stopped, it refuses connections and the load balancers retry on another control plane. Before
@@ -113,6 +114,7 @@ def test_certificate_renewal_keeps_the_api_answering(testbed, ha):
                 "anvil_kubeconfig_dest": str(WORK / "admin.conf"),
                 "anvil_cluster_name": "e2e-ha",
                 "certificates_renew_force": True,
+                "certificates_reload": False,
             },
         )
         seconds = time.monotonic() - started

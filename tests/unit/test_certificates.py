@@ -155,6 +155,13 @@ def test_pem_validity_reads_utctime_and_generalizedtime_and_the_common_name():
     assert certs.pem_validity(pem(utc(2026, 1, 1), utc(2051, 6, 1)))["not_after"] == utc(2051, 6, 1)
 
 
+def test_pem_der_is_the_certificates_own_bytes():
+    text = pem(utc(2026, 1, 1), utc(2027, 1, 1), with_key=True)
+    assert certs.pem_der(text) == x509.load_pem_x509_certificate(text.encode()).public_bytes(Encoding.DER)
+    with pytest.raises(certs.CertificateError, match="no PEM certificate"):
+        certs.pem_der("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
+
+
 def test_pem_validity_skips_the_key_block_of_the_kubelets_file():
     assert certs.pem_validity(pem(utc(2026, 1, 1), utc(2027, 1, 1), with_key=True))["not_after"] == utc(2027, 1, 1)
 
@@ -211,8 +218,12 @@ def test_short_lived_certificates_are_renewed_and_their_pods_restarted():
     assert all(
         e["days_left"] == pytest.approx(0.08, abs=0.01) for e in report["certificates"] if e["kind"] == "certificate"
     )
-    assert report["restart"] == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    # etcd and the API server read theirs again by themselves: checked on the wire, not restarted.
+    assert report["restart"] == ["kube-controller-manager", "kube-scheduler"]
+    assert report["verify"] == ["etcd-server", "etcd-peer", "apiserver"]
     assert report["problems"] == []
+    conservative = certs.host_report("cp1", 30, data, reload=False, now=NOW)
+    assert conservative["restart"] == list(certs.COMPONENTS) and conservative["verify"] == []
     assert "below 30 d: admin.conf (0.08 d)" in report["summary"]
 
 
@@ -281,18 +292,40 @@ def test_a_bad_threshold_is_refused(threshold):
 
 
 @pytest.mark.parametrize(
-    ("renewed", "restarted"),
+    ("renewed", "reload", "stale", "restarted"),
     [
-        ([], []),
-        (["admin.conf", "super-admin.conf", "etcd-healthcheck-client"], []),
-        (["scheduler.conf", "apiserver"], ["kube-apiserver", "kube-scheduler"]),
-        (["front-proxy-client", "etcd-peer"], ["etcd", "kube-apiserver"]),
-        (["something-new"], list(certs.COMPONENTS)),
+        ([], True, [], []),
+        (["admin.conf", "super-admin.conf", "etcd-healthcheck-client"], False, [], []),
+        (["scheduler.conf", "apiserver"], True, [], ["kube-scheduler"]),
+        (["scheduler.conf", "apiserver"], False, [], ["kube-apiserver", "kube-scheduler"]),
+        (["scheduler.conf", "apiserver"], True, ["apiserver"], ["kube-apiserver", "kube-scheduler"]),
+        (["front-proxy-client", "etcd-peer"], True, [], []),
+        (["front-proxy-client", "etcd-peer"], True, ["etcd-peer"], ["etcd"]),
+        (["front-proxy-client", "etcd-peer"], False, [], ["etcd", "kube-apiserver"]),
+        (["controller-manager.conf"], True, [], ["kube-controller-manager"]),
+        (["something-new"], True, [], list(certs.COMPONENTS)),
     ],
 )
-def test_restarts(renewed, restarted):
-    assert certs.restarts(renewed) == restarted
-    assert certificates_restarts(renewed) == restarted
+def test_restarts(renewed, reload, stale, restarted):
+    assert certs.restarts(renewed, reload, stale) == restarted
+    assert certificates_restarts(renewed, reload=reload, stale=stale) == restarted
+
+
+def test_every_certificate_kubeadm_renews_has_its_readers():
+    assert set(certs.READERS) == set(LEAVES)
+    assert all(certs.READERS[name][0] in certs.COMPONENTS for name in certs.SERVED)
+
+
+def test_only_served_certificates_can_be_stale():
+    with pytest.raises(certs.CertificateError, match="not a certificate a server presents"):
+        certs.restarts(["apiserver-etcd-client"], True, ["apiserver-etcd-client"])
+    with pytest.raises(AnsibleFilterError, match="certificates_restarts"):
+        certificates_restarts(["scheduler.conf"], stale=["scheduler.conf"])
+
+
+def test_served_follows_reload():
+    assert certs.served(["apiserver", "etcd-peer", "admin.conf"]) == ["etcd-peer", "apiserver"]
+    assert certs.served(["apiserver"], reload=False) == []
 
 
 # --- the filter ------------------------------------------------------------------------------------------
