@@ -7,5 +7,5 @@ demo: ## fresh machine -> tools, artifacts, mirror, testbed, site.yml, smoke tes
 e2e-cluster: setup ## only the cluster-core e2e tests (1 control plane + 2 workers)
 	bash scripts/pytest.sh tests/e2e/test_cluster_core.py -v
 
-e2e-ha: setup ## HA e2e: 3 control planes + 1 worker, lose the first control plane, API still served
+e2e-ha: setup ## HA e2e: 3 control planes + 1 worker (lose the first one, API still served); control planes added and removed
 	bash scripts/pytest.sh tests/e2e -m ha -v

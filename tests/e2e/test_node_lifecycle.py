@@ -7,8 +7,12 @@ testbed. The machines install from the usual mirror on 198.18.0.1 (a host route 
   1+1 via site.yml -> add lc-w2 (timed) -> re-run no-op -> drain with a PDB watched -> remove lc-w2 (host
   clean, operator firewall rule kept, re-run no-op, reset refuses without confirmation) -> stop lc-w1,
   add lc-w2 again (timed, one worker unreachable) -> remove the dead lc-w1 without reaching it ->
-  add lc-cp2 + lc-cp3 -> remove lc-cp1 (the first control plane): API served, etcd 2 healthy members,
-  lc-cp1 clean; before that, a removal that would lose etcd quorum is refused and changes nothing.
+  add lc-cp2 + lc-cp3 (a worker is a backup host: the limited run gives it their keys) -> remove lc-cp1
+  (the first control plane): API served, etcd 2 healthy members, lc-cp1 clean; before that, a removal that
+  would lose etcd quorum is refused and changes nothing.
+
+The control-plane part (from adding lc-cp2 + lc-cp3) is marked `ha`: `make e2e-ha` runs it (on the 1+1
+cluster the module fixture deploys), `make e2e` the worker part.
 
 Environment: LIFECYCLE_KEEP=1 leaves the machines running afterwards; LIFECYCLE_REUSE=1 reuses running
 machines lc-cp1 + lc-w1 (site.yml then only completes what is missing).
@@ -30,13 +34,16 @@ from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tests.helpers.wait import wait_until as poll
 
 WORK = REPO_ROOT / "build" / "e2e-lifecycle"
+# The inventory is a directory: the testbed's hosts.yml, and backup.yml while a test puts a host in the
+# group backup.
+INVENTORY = WORK / "inventory"
 PLAYBOOKS = REPO_ROOT / "playbooks"
 MIRROR_ADDR = os.environ.get("LIFECYCLE_MIRROR_ADDR", "198.18.0.1")
 TB_ENV = {
     "ANVIL_STATE": os.environ.get("LIFECYCLE_STATE", "/var/lib/anvil-dev/lifecycle-e2e"),
     "ANVIL_BRIDGE": os.environ.get("LIFECYCLE_BRIDGE", "anvil9"),
     "ANVIL_BRIDGE_CIDR": os.environ.get("LIFECYCLE_BRIDGE_CIDR", "198.18.9.1/24"),
-    "ANVIL_TESTBED_INVENTORY": str(WORK / "hosts.yml"),
+    "ANVIL_TESTBED_INVENTORY": str(INVENTORY / "hosts.yml"),
     "ANVIL_TESTBED_MIRROR_URL": f"http://{MIRROR_ADDR}:8080",
 }
 EXTRA_VARS = {
@@ -94,7 +101,7 @@ def play(name: str, limit: str | None = None, check: bool = False, **extra):
     started = time.monotonic()
     result = run_playbook(
         PLAYBOOKS / name,
-        inventory=WORK / "hosts.yml",
+        inventory=INVENTORY,
         extra_vars={**EXTRA_VARS, **extra},
         limit=limit,
         check=check,
@@ -154,7 +161,8 @@ def assert_host_clean(node: str) -> None:
 def cluster(mirror):
     if os.geteuid() != 0:
         pytest.fail("e2e tests need root: the testbed creates network devices and machines")
-    WORK.mkdir(parents=True, exist_ok=True)
+    INVENTORY.mkdir(parents=True, exist_ok=True)
+    (INVENTORY / "backup.yml").unlink(missing_ok=True)
     status = json.loads(tb("status", "--json").stdout or "{}")
     running = {m["name"] for m in status.get("machines", []) if m["state"] == "running"}
     if os.environ.get("LIFECYCLE_REUSE") == "1" and running == {"lc-cp1", "lc-w1"}:
@@ -381,15 +389,39 @@ def test_remove_dead_worker_without_reaching_it(cluster):
     tb("remove", "lc-w1")
 
 
+STORE = "/var/lib/anvil-backup/e2e-lifecycle"
+
+
+def inventory_workers() -> list[str]:
+    inv = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
+    return sorted(inv["all"]["children"]["k8s_cluster"]["children"]["workers"]["hosts"] or [])
+
+
+# The control-plane scenarios (3 control planes, quorum, losing the first one) run in `make e2e-ha`.
+@pytest.mark.ha
 def test_add_control_planes(cluster):
-    cp = cluster
-    add_machine("lc-cp2", "control_plane")
-    add_machine("lc-cp3", "control_plane")
-    result = play("add_node.yml", limit="lc-cp2,lc-cp3")
-    ok(result)
-    TIMINGS["add_node 2 control planes"] = result.seconds
-    for name in ("lc-cp2", "lc-cp3"):
-        assert node_ready(cp, name)
+    """Two control planes added with --limit; a worker is a backup host (set up by backup.yml before): the
+    run, which does not reach it, gives it the new control planes' keys and directories."""
+    cp, store = cluster, inventory_workers()[0]
+    (INVENTORY / "backup.yml").write_text(yaml.safe_dump({"all": {"children": {"backup": {"hosts": {store: None}}}}}))
+    try:
+        ok(play("backup.yml"))
+        add_machine("lc-cp2", "control_plane")
+        add_machine("lc-cp3", "control_plane")
+        result = play("add_node.yml", limit="lc-cp2,lc-cp3")
+        ok(result)
+        TIMINGS["add_node 2 control planes"] = result.seconds
+        for name in ("lc-cp2", "lc-cp3"):
+            assert node_ready(cp, name)
+        keys = sh(store, "cat /var/lib/anvil-backup/.ssh/authorized_keys")
+        for name in ("lc-cp1", "lc-cp2", "lc-cp3"):
+            assert f'rrsync -wo -no-del {STORE}/{name}"' in keys and f"etcd-backup@{name}" in keys, keys
+        # The new control plane's timer service copies its snapshot there.
+        sh("lc-cp2", "systemctl start anvil-etcd-backup.service", timeout=300)
+        copies = sh(store, f"ls -1 {STORE}/lc-cp2").split()
+        assert copies and all(c.startswith("e2e-lifecycle-") and c.endswith("-lc-cp2") for c in copies), copies
+    finally:
+        (INVENTORY / "backup.yml").unlink(missing_ok=True)
     members = json.loads(
         sh(
             "lc-cp2",
@@ -432,6 +464,7 @@ def etcd_health(node: str) -> list:
     return sorted(json.loads(sh(node, ETCD_HEALTH)))
 
 
+@pytest.mark.ha
 def test_refuses_removal_that_breaks_etcd_quorum(cluster):
     # lc-cp3 down: removing lc-cp1 would leave lc-cp2 + a dead lc-cp3, 1 healthy of 2 < quorum 2.
     tb("stop", "lc-cp3")
@@ -448,6 +481,7 @@ def test_refuses_removal_that_breaks_etcd_quorum(cluster):
     poll(lambda: all(ok for _, ok in etcd_health("lc-cp2")), 240, "3 healthy etcd members again")
 
 
+@pytest.mark.ha
 def test_remove_first_control_plane(cluster):
     result = play("remove_node.yml", limit="lc-cp1")
     ok(result)
