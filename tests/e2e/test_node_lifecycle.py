@@ -486,13 +486,13 @@ def test_remove_first_control_plane(cluster):
     result = play("remove_node.yml", limit="lc-cp1")
     ok(result)
     TIMINGS["remove_node first control plane"] = result.seconds
-    survivor = "lc-cp2"
+    survivor, worker = "lc-cp2", inventory_workers()[0]
     health = etcd_health(survivor)
     assert health == [["lc-cp2", True], ["lc-cp3", True]], health
-    assert sorted(node_names(survivor)) == ["lc-cp2", "lc-cp3", "lc-w2"]
+    assert sorted(node_names(survivor)) == ["lc-cp2", "lc-cp3", worker]
     assert_host_clean("lc-cp1")
     # The worker's local load balancer no longer lists lc-cp1, and the API still serves through it.
-    assert "server lc-cp1 " not in sh("lc-w2", "cat /etc/haproxy/haproxy.cfg")
+    assert "server lc-cp1 " not in sh(worker, "cat /etc/haproxy/haproxy.cfg")
     apply(
         survivor,
         {
