@@ -62,6 +62,8 @@ DEFAULTS = {
     "max_clock_skew": 30,
     "mirror_url": None,
     "registry": None,
+    # The registries of anvil_registries: [{host, ca_file, ca_missing}] (the CA is read on the controller).
+    "registries": [],
     "max_kubelet_skew": 3,
     "groups": {"control_plane": [], "workers": [], "etcd": []},
     "controller_time_before": None,
@@ -88,6 +90,7 @@ CHECKS = {
     "ports_free": "Kubernetes ports are free (or held by this cluster's own components)",
     "mirror_reachable": "the artifact mirror and registry answer from every host",
     "dns_resolver": "the host has a nameserver configured (CoreDNS forwards to it)",
+    "registry_access": "each registry of anvil_registries has its CA, answers over verified TLS, takes its credentials",
 }
 
 
@@ -537,6 +540,39 @@ def check_mirror_reachable(cluster, hosts, report):
                 )
 
 
+def check_registry_access(cluster, hosts, report):
+    registries = cluster.get("registries") or []
+    for registry in registries:
+        if registry.get("ca_missing"):
+            report.problem(
+                "registry_access",
+                None,
+                "the CA file %s of registry %s does not exist on the controller: set its ca_file in anvil_registries, "
+                "or run playbooks/registry.yml first (it writes the CA there)"
+                % (registry.get("ca_file"), registry["host"]),
+            )
+    missing = {r["host"] for r in registries if r.get("ca_missing")}
+    for name, host in sorted(_live_hosts(hosts).items()):
+        for probe in host["facts"].get("registries") or []:
+            if probe["host"] in missing:
+                continue
+            if not probe.get("ok"):
+                report.problem(
+                    "registry_access",
+                    name,
+                    "registry %s does not answer over TLS verified against its CA (%s): %s; check the address, "
+                    "the port and that its certificate was signed by that CA"
+                    % (probe["host"], probe["url"], probe.get("error")),
+                )
+            elif probe.get("auth") is False:
+                report.problem(
+                    "registry_access",
+                    name,
+                    "registry %s refused the username and password of anvil_registries (%s): fix the credentials"
+                    % (probe["host"], probe.get("error")),
+                )
+
+
 def check_dns_resolver(cluster, hosts, report):
     for name, host in sorted(_live_hosts(hosts).items()):
         if not host["facts"].get("nameservers"):
@@ -567,6 +603,7 @@ CHECK_FUNCTIONS = {
     "ports_free": check_ports_free,
     "mirror_reachable": check_mirror_reachable,
     "dns_resolver": check_dns_resolver,
+    "registry_access": check_registry_access,
 }
 
 

@@ -32,6 +32,30 @@ options:
     type: str
     choices: [http, https]
     default: http
+  registries:
+    description:
+      - Registries the node pulls from with verified TLS (C(anvil_registries)). Each is probed at C(/v2/) over
+        HTTPS against its own CA, without credentials (it must answer, 401 included) and, when a user is given,
+        with them (they must be accepted).
+      - The CA is written to the module's temporary directory for the probe, nothing else on the host.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      host:
+        description: The registry as C(host:port).
+        type: str
+        required: true
+      ca:
+        description: PEM text of the CA of the registry's certificate.
+        type: str
+        required: true
+      username:
+        description: User to try.
+        type: str
+      password:
+        description: Its password.
+        type: str
   validate_certs:
     description: Verify TLS certificates of the mirror and registry.
     type: bool
@@ -111,6 +135,10 @@ preflight:
     registry:
       description: Result of the registry probe (ok, url, error).
       type: dict
+    registries:
+      description: Result of each probe of O(registries) (host, url, ok, error, auth true/false/null).
+      type: list
+      elements: dict
     kubelet_version:
       description: Version of an installed kubelet, or null.
       type: str
@@ -149,6 +177,38 @@ def _probe(url, module):
     return result
 
 
+def _probe_registry(registry, module):
+    """Reach a registry over TLS verified against its CA, then try the credentials (never returned)."""
+    url = "https://%s/v2/" % registry["host"]
+    result = {"host": registry["host"], "url": url, "ok": False, "error": None, "auth": None}
+    ca_path = os.path.join(module.tmpdir, "registry-ca-%s.crt" % registry["host"].replace(":", "_").replace("/", "_"))
+    with open(ca_path, "w") as handle:
+        handle.write(registry["ca"])
+
+    def get(**auth):
+        try:
+            response = open_url(url, method="GET", timeout=module.params["timeout"], ca_path=ca_path, **auth)
+            return response.getcode(), None
+        except Exception as exc:  # pylint: disable=broad-except
+            code = getattr(exc, "code", None)
+            return code, None if code else str(exc)
+
+    code, error = get()
+    if code in (200, 401):
+        result["ok"] = True
+    else:
+        result["error"] = error or "HTTP %s" % code
+        return result
+    if registry.get("username"):
+        code, error = get(
+            url_username=registry["username"], url_password=registry.get("password") or "", force_basic_auth=True
+        )
+        result["auth"] = code == 200
+        if code != 200:
+            result["error"] = error or "HTTP %s with the credentials" % code
+    return result
+
+
 def _read(path):
     return read_text(path, "")
 
@@ -159,6 +219,17 @@ def main():
             "mirror_url": {"type": "str"},
             "registry": {"type": "str"},
             "registry_scheme": {"type": "str", "default": "http", "choices": ["http", "https"]},
+            "registries": {
+                "type": "list",
+                "elements": "dict",
+                "default": [],
+                "options": {
+                    "host": {"type": "str", "required": True},
+                    "ca": {"type": "str", "required": True},
+                    "username": {"type": "str"},
+                    "password": {"type": "str", "no_log": True},
+                },
+            },
             "validate_certs": {"type": "bool", "default": True},
             "kubelet_path": {"type": "path", "default": "/usr/local/bin/kubelet"},
             "timeout": {"type": "int", "default": 5},
@@ -190,6 +261,7 @@ def main():
         "time_epoch": time.time(),
         "mirror": None,
         "registry": None,
+        "registries": [_probe_registry(registry, module) for registry in module.params["registries"]],
         "kubelet_version": None,
         "joined": os.path.exists("/etc/kubernetes/kubelet.conf"),
     }

@@ -85,6 +85,7 @@ ALL_CHECKS = [
     "ports_free",
     "mirror_reachable",
     "dns_resolver",
+    "registry_access",
 ]
 
 BAD_VARS = {

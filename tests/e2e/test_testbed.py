@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import tarfile
 import time
 from pathlib import Path
 
@@ -13,6 +9,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import run_playbook
+from tests.helpers.images import busybox_image_tar
 from tests.helpers.testbed import host_snapshot
 from tools import testbed as tb
 
@@ -31,40 +28,6 @@ def ping(inventory: Path, limit: str | None = None):
 def reachable_hosts(result) -> set[str]:
     stats = result.stats.items()
     return {h for h, s in stats if s.get("ok", 0) > 0 and not s.get("unreachable") and not s.get("failures")}
-
-
-def busybox_image_tar(reference: str) -> bytes:
-    """A one-layer image (static busybox) in the docker-archive format `ctr image import` reads."""
-    busybox = Path("/bin/busybox").read_bytes()
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        info = tarfile.TarInfo("bin")
-        info.type, info.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(info)
-        info = tarfile.TarInfo("bin/busybox")
-        info.size, info.mode = len(busybox), 0o755
-        tar.addfile(info, io.BytesIO(busybox))
-        info = tarfile.TarInfo("bin/sh")
-        info.type, info.linkname = tarfile.SYMTYPE, "busybox"
-        tar.addfile(info)
-    layer_bytes = layer.getvalue()
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "config": {"Cmd": ["/bin/sh"]},
-            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_bytes).hexdigest()]},
-        }
-    ).encode()
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [reference], "Layers": ["layer.tar"]}]).encode()
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        for name, data in ((config_name, config), ("layer.tar", layer_bytes), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
 
 
 # --- lifecycle (run first: see conftest) ------------------------------------------------------------

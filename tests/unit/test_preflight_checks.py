@@ -397,3 +397,64 @@ def test_calico_cluster_passes_and_a_joined_calico_node_may_hold_its_vxlan_port(
     assert problems_of(hosts, cluster) == []
     hosts["w1"]["facts"]["udp_ports"] = {"4789": ["dnsmasq"]}
     assert [p["check"] for p in problems_of(hosts, cluster)] == ["cni_ports_free"]
+
+
+# ---- registry_access: the registries of anvil_registries ------------------------------------------------
+
+REGISTRY = "198.18.0.22:5443"
+
+
+def registries(hosts, cluster, probe, ca_missing=False):
+    cluster["registries"] = [{"host": REGISTRY, "ca_file": "/ctl/ca.crt", "ca_missing": ca_missing}]
+    for name in hosts:
+        hosts[name]["facts"]["registries"] = [] if ca_missing else [{"host": REGISTRY, **probe}]
+
+
+def test_registry_that_answers_and_takes_its_credentials_passes():
+    hosts, cluster = good()
+    registries(hosts, cluster, {"url": "https://%s/v2/" % REGISTRY, "ok": True, "error": None, "auth": True})
+    assert problems_of(hosts, cluster) == []
+
+
+def test_registry_without_credentials_needs_only_an_answer():
+    hosts, cluster = good()
+    registries(hosts, cluster, {"url": "https://%s/v2/" % REGISTRY, "ok": True, "error": None, "auth": None})
+    assert problems_of(hosts, cluster) == []
+
+
+def test_missing_ca_file_is_one_inventory_problem_naming_the_file():
+    hosts, cluster = good()
+    registries(hosts, cluster, {}, ca_missing=True)
+    problems = problems_of(hosts, cluster)
+    assert [(p["check"], p["host"]) for p in problems] == [("registry_access", None)]
+    assert "/ctl/ca.crt" in problems[0]["message"] and REGISTRY in problems[0]["message"]
+
+
+def test_unverified_or_unreachable_registry_is_named_per_host():
+    hosts, cluster = good()
+    registries(
+        hosts,
+        cluster,
+        {"url": "https://%s/v2/" % REGISTRY, "ok": False, "error": "certificate verify failed", "auth": None},
+    )
+    problems = problems_of(hosts, cluster)
+    assert sorted(p["host"] for p in problems) == ["cp1", "w1", "w2"]
+    assert all(p["check"] == "registry_access" and "certificate verify failed" in p["message"] for p in problems)
+
+
+def test_refused_credentials_are_named():
+    hosts, cluster = good()
+    registries(
+        hosts,
+        cluster,
+        {"url": "https://%s/v2/" % REGISTRY, "ok": True, "error": "HTTP 401 with the credentials", "auth": False},
+    )
+    problems = problems_of(hosts, cluster)
+    assert {p["host"] for p in problems} == {"cp1", "w1", "w2"}
+    assert "refused the username and password" in problems[0]["message"]
+
+
+def test_registry_access_can_be_skipped():
+    hosts, cluster = good()
+    registries(hosts, cluster, {"url": "x", "ok": False, "error": "timed out", "auth": None})
+    assert problems_of(hosts, cluster, ["registry_access"]) == []
