@@ -45,14 +45,21 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=order)
 
 
+# Marks of tests that boot a testbed of their own shape: `ha` (3 control planes) and `registry_cluster` (a
+# cluster that runs from the private registry, on hosts the shared cluster must not be on).
+OWN_TESTBED = ("ha", "registry_cluster")
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Tests marked `ha` boot a testbed of their own shape (3 control planes): never in the same session as
-    the tests that share the session testbed (`make e2e` runs -m "not ha", `make e2e-ha` runs -m ha)."""
-    ha = [item.nodeid for item in session.items if item.get_closest_marker("ha")]
-    if ha and len(ha) != len(session.items):
-        raise pytest.UsageError(
-            'the HA tests need a testbed of their own: select them alone (-m ha) or deselect them (-m "not ha")'
-        )
+    """Tests with an OWN_TESTBED mark never run in the same session as other tests (`make e2e` deselects
+    them; `make e2e-ha` runs -m ha, `make e2e-registry` -m registry_cluster)."""
+    for mark in OWN_TESTBED:
+        own = [item.nodeid for item in session.items if item.get_closest_marker(mark)]
+        if own and len(own) != len(session.items):
+            raise pytest.UsageError(
+                f"the {mark} tests need a testbed of their own: select them alone (-m {mark}) "
+                f'or deselect them (-m "not {mark}")'
+            )
 
 
 def _nodes() -> int:
