@@ -10,7 +10,8 @@ each other:
   client without the CA are refused -> site.yml with anvil_registries -> pods on two nodes pull and run it ->
   the registry restarts and loses nothing (a node pulls again) -> preflight refuses a missing CA file, an
   unreachable registry and a wrong password before anything changes -> garbage collection frees a deleted
-  image's blobs and the registry comes back.
+  image's blobs and the registry comes back -> on the first worker, the proxy mode serves the mirror's images
+  and refuses pushes.
 
 A fresh cluster that runs entirely from the registry (after playbooks/registry_import.yml) is
 test_registry_cluster.py (`make e2e-registry`).
@@ -39,6 +40,7 @@ BASE_VARS = {"anvil_kubeconfig_dest": str(CORE / "admin.conf"), "anvil_cluster_n
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s"
 PORT = 5443
 STORAGE = "/var/lib/anvil-registry/docker/registry/v2"
+VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
 
 
 @pytest.fixture(scope="module")
@@ -283,3 +285,42 @@ def test_garbage_collection_frees_a_deleted_images_blobs(reg):
     assert int(sh(tb, host, count)) <= blobs - 3
     poll(lambda: answers(reg), 60, "the registry answers after garbage collection", interval=0.5)
     assert digest(reg, reg["image"]).startswith("sha256:")
+
+
+# ---- a read-only pull-through cache ----------------------------------------------------------------------
+
+
+def test_proxy_mode_is_a_read_only_cache_of_its_upstream(reg, mirror):
+    """The first worker becomes a pull-through cache of the mirror's registry: it serves the mirror's images
+    to authenticated clients and refuses pushes."""
+    tb = reg["testbed"]
+    inv = yaml.safe_load(reg["inventory"].read_text())
+    cache_host = reg["workers"][0]
+    inv["all"]["children"]["registry"] = {"hosts": {cache_host: None}}
+    inventory = WORK / "hosts-cache.yml"
+    inventory.write_text(yaml.safe_dump(inv, sort_keys=False))
+    upstream = inv["all"]["vars"]["anvil_image_repository"]  # host:port/anvil of the mirror
+    result = run_playbook(
+        PLAYBOOKS / "registry.yml",
+        inventory=inventory,
+        extra_vars={
+            **reg["vars"],
+            "registry_mode": "proxy",
+            "registry_proxy": {"remoteurl": f"http://{upstream.split('/')[0]}"},
+        },
+        workdir=WORK,
+    )
+    ok(result)
+    assert sh(tb, cache_host, "systemctl is-enabled anvil-registry-gc.timer || true").strip() == "disabled"
+    cache = (
+        f"{inv['all']['children']['k8s_cluster']['children']['workers']['hosts'][cache_host]['ansible_host']}:{PORT}"
+    )
+    pause = f"{cache}/anvil/pause:{VERSIONS['pause']['image']['tag']}"
+    proc = skopeo("inspect", "--cert-dir", certs(), "--creds", creds(reg, "puller"), f"docker://{pause}")
+    assert proc.returncode == 0, proc.stderr
+    archive = WORK / "e2e_hello_1.tar"
+    pushed = skopeo(
+        "copy", "--dest-cert-dir", certs(), "--dest-creds", creds(reg, "pusher"),
+        f"docker-archive:{archive}", f"docker://{cache}/e2e/hello:1",
+    )  # fmt: skip
+    assert pushed.returncode != 0 and "unsupported" in pushed.stderr.lower(), pushed.stderr
