@@ -203,7 +203,12 @@ def test_pods_on_two_nodes_pull_it_over_verified_tls(reg):
                 "nodeName": node,
                 "restartPolicy": "Never",
                 "containers": [
-                    {"name": "c", "image": reg["image"], "imagePullPolicy": "Always", "command": ["cat", "/hello.txt"]}
+                    {
+                        "name": "c",
+                        "image": reg["image"],
+                        "imagePullPolicy": "Always",
+                        "command": ["/bin/busybox", "cat", "/hello.txt"],
+                    }
                 ],
             },
         }
