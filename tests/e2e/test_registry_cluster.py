@@ -101,7 +101,7 @@ def ok(result) -> None:
 
 
 def imported(bed, result) -> dict:
-    return result.result("Copy the images the registry does not have", host=bed["registry"])
+    return result.result("anvil.cluster.registry : Copy the images the registry does not have", host=bed["registry"])
 
 
 def test_registry_comes_up(bed):
