@@ -96,3 +96,34 @@ def test_awx_project_sync_installs_the_checkout_as_the_collection(tmp_path):
         check=False,
     )
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+# ---- execution environment definitions (not built by any test) --------------------------------------------
+
+
+def test_collection_execution_environment_names_its_requirement_files():
+    meta = yaml.safe_load((REPO_ROOT / "meta" / "execution-environment.yml").read_text())
+    assert meta["version"] == 3
+    for kind, name in meta["dependencies"].items():
+        assert kind in ("python", "system"), kind
+        assert (REPO_ROOT / name).is_file() and name not in GALAXY["build_ignore"], name
+    system = (REPO_ROOT / meta["dependencies"]["system"]).read_text()
+    for package in ("openssh-client", "rsync", "skopeo"):
+        assert package in system, package
+
+
+def test_anvil_ee_has_the_collection_its_dependencies_and_the_tested_ansible_core():
+    ee = yaml.safe_load((REPO_ROOT / "awx" / "execution-environment.yml").read_text())
+    assert ee["version"] == 3
+    assert "trixie" in ee["images"]["base_image"]["name"]
+    deps = ee["dependencies"]
+    pins = dict(line.split("==") for line in (REPO_ROOT / "requirements.txt").read_text().splitlines() if "==" in line)
+    assert deps["ansible_core"]["package_pip"] == f"ansible-core=={pins['ansible-core']}"
+    collections = deps["galaxy"]["collections"]
+    assert {c["name"]: c["version"] for c in collections if "version" in c} == GALAXY["dependencies"]
+    tarball = f"anvil-cluster-{GALAXY['version']}.tar.gz"
+    assert {"name": f"collections/{tarball}", "type": "file"} in collections
+    files = {Path(f["src"]).name: f["dest"] for f in ee["additional_build_files"]}
+    assert files[tarball] == "collections"
+    assert (REPO_ROOT / "awx" / "apt-pkgmgr").stat().st_mode & 0o111
+    assert ee["options"]["package_manager_path"] == "/usr/local/bin/apt-pkgmgr"
