@@ -28,9 +28,14 @@ $(SETUP_STAMP): requirements.txt requirements-dev.txt scripts/setup.sh
 	@bash scripts/setup.sh "$(PYTHON)" "$(VENV)"
 	@rm -f $(VENV)/.setup-* && touch $@
 
+# ansible.cfg finds the collection there. A directory in its place (an installed copy) would hide the
+# checkout's own code, and ln would put the link inside it: refuse instead.
+COLLECTION_LINK := $(COLLECTIONS_DIR)/ansible_collections/anvil/cluster
 collection-link:
+	@if [ -e $(COLLECTION_LINK) ] && [ ! -L $(COLLECTION_LINK) ]; then \
+	  echo "$(COLLECTION_LINK) is a directory, not the link to this checkout: remove it and re-run" >&2; exit 1; fi
 	@mkdir -p $(COLLECTIONS_DIR)/ansible_collections/anvil
-	@ln -sfn $(CURDIR) $(COLLECTIONS_DIR)/ansible_collections/anvil/cluster
+	@ln -sfn $(CURDIR) $(COLLECTION_LINK)
 
 lint: setup ## yamllint, ruff, ansible-lint (production profile)
 	yamllint -s .
