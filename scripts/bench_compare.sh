@@ -8,7 +8,10 @@
 #
 # Sizes are the ones a 2-core machine finishes in minutes (override through the benchmarks' own knobs):
 # node_maintenance's 100-pod drains, tenant with BENCH_TENANTS tenants (default 1000, module only),
-# app_release's 50-object release with --runs 3. Prints numbers; not a pass/fail test.
+# app_release's 50-object release with --runs 3. Prints numbers; not a pass/fail test. Each run ends with the
+# CPU time of every process the benchmark started and waited for (ansible-playbook, the modules, and the local
+# API server it stops at its end): with equal request counts, a difference there is the client's cost, and it
+# moves less with the machine's load than the wall times do.
 set -euo pipefail
 base="${1:?usage: bench_compare.sh <base-rev> [bench ...]}"; shift
 benches=("$@"); [ "${#benches[@]}" -gt 0 ] || benches=(node_maintenance tenant app_release)
@@ -31,7 +34,8 @@ run() {  # tree label bench
   esac
   echo "=== $bench @ $label ($(git -C "$tree" rev-parse --short HEAD)$( [ "$tree" = "$here" ] && ! git -C "$here" diff --quiet HEAD && echo '+changes')); load $(cut -d' ' -f1-3 /proc/loadavg)"
   (cd "$tree" && PYTHONPATH="$tree" ANSIBLE_COLLECTIONS_PATH="$tree/build/collections" \
-    ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true "$python" -m "tests.bench.bench_$bench" "${args[@]}")
+    ANSIBLE_COLLECTIONS_SCAN_SYS_PATH=true /usr/bin/time -f "=== $bench @ $label: CPU %U s user + %S s system, wall %e s" \
+    "$python" -m "tests.bench.bench_$bench" "${args[@]}")
 }
 
 for bench in "${benches[@]}"; do

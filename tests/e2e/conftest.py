@@ -7,6 +7,10 @@
   on the bridge address; one this session started is stopped at its end unless ANVIL_MIRROR_KEEP=1.
   ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
 
+A test module that boots a testbed instance of its own (own state directory, bridge and machine names) is
+listed in OWN_INSTANCE_MODULES; `make e2e` runs it on a second pytest-xdist worker, next to the tests of
+the shared testbed (both install from the one mirror).
+
 Tests marked `testbed_lifecycle` stop, start, add or recreate machines; they are run first in the
 session so that later tests get a settled testbed. Then test_cluster_core.py, whose first tests need hosts
 without a cluster and which deploys the shared one; then the modules that use that cluster. Tests marked
@@ -45,6 +49,32 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=order)
 
 
+# Test modules that boot a testbed instance of their own (state directory, bridge and machine names), by file
+# name. `make e2e` runs two pytest-xdist workers with `--dist loadgroup`; the scheduler below gives each of
+# these modules a worker of its own and keeps every other test on the other worker, in the order above.
+# (pytest-xdist's own loadgroup reads xdist_group marks through a node id pytest 9 no longer uses.)
+OWN_INSTANCE_MODULES = ("test_node_lifecycle.py",)
+
+
+def testbed_group(nodeid: str) -> str:
+    """The xdist group of a test: its module's file name for OWN_INSTANCE_MODULES, else `shared`."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return module if module in OWN_INSTANCE_MODULES else "shared"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByTestbed(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return testbed_group(nodeid)
+
+    return ByTestbed(config, log)
+
+
 # Marks of tests that boot a testbed of their own shape: `ha` (3 control planes) and `registry_cluster` (a
 # cluster that runs from the private registry, on hosts the shared cluster must not be on).
 OWN_TESTBED = ("ha", "registry_cluster")
@@ -67,7 +97,10 @@ def _nodes() -> int:
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Testbed:
+def testbed(mirror) -> Testbed:
+    # The mirror first: it listens on the default testbed's bridge, which `down` keeps only while the mirror
+    # runs. Started after `down`, a mirror another session (the lifecycle worker) brings up at the same time
+    # could lose the bridge it has just created; started before, `down` and `up` find it in place.
     if os.geteuid() != 0:
         pytest.fail("e2e tests need root: the testbed creates network devices and machines")
     nodes = _nodes()
