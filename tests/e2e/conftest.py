@@ -8,8 +8,8 @@
   ANVIL_TESTBED_MIRROR_URL points the tests (and the inventory) at another one.
 
 A test module that boots a testbed instance of its own (own state directory, bridge and machine names) is
-listed in OWN_INSTANCE_MODULES; `make e2e` runs it on a second pytest-xdist worker, next to the tests of
-the shared testbed (both install from the one mirror).
+listed in OWN_INSTANCE_MODULES (tests/helpers/testbed.py); `make e2e` runs it on a second pytest-xdist
+worker, next to the tests of the shared testbed (both install from the one mirror).
 
 Tests marked `testbed_lifecycle` stop, start, add or recreate machines; they are run first in the
 session so that later tests get a settled testbed. Then test_cluster_core.py, whose first tests need hosts
@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.mirror import default_url, shared_mirror
-from tests.helpers.testbed import Testbed, host_snapshot
+from tests.helpers.testbed import Testbed, e2e_worker_group, host_snapshot
 from tools import testbed as tb
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -49,19 +49,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     items.sort(key=order)
 
 
-# Test modules that boot a testbed instance of their own (state directory, bridge and machine names), by file
-# name. `make e2e` runs two pytest-xdist workers with `--dist loadgroup`; the scheduler below gives each of
-# these modules a worker of its own and keeps every other test on the other worker, in the order above.
-# (pytest-xdist's own loadgroup reads xdist_group marks through a node id pytest 9 no longer uses.)
-OWN_INSTANCE_MODULES = ("test_node_lifecycle.py",)
-
-
-def testbed_group(nodeid: str) -> str:
-    """The xdist group of a test: its module's file name for OWN_INSTANCE_MODULES, else `shared`."""
-    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
-    return module if module in OWN_INSTANCE_MODULES else "shared"
-
-
+# `make e2e` runs two pytest-xdist workers with `--dist loadgroup`: the scheduler below gives each module of
+# OWN_INSTANCE_MODULES (tests/helpers/testbed.py) a worker of its own and keeps every other test on the other
+# worker, in the order above. (xdist's own loadgroup reads xdist_group marks through a node id that pytest 9
+# no longer uses.)
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     if config.getvalue("dist") != "loadgroup":
@@ -70,7 +61,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     class ByTestbed(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return testbed_group(nodeid)
+            return e2e_worker_group(nodeid)
 
     return ByTestbed(config, log)
 

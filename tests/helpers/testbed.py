@@ -11,6 +11,17 @@ import yaml
 
 from tools import testbed as tb
 
+# e2e test modules that boot a testbed instance of their own (state directory, bridge and machine names) and
+# never use the `testbed` fixture of the shared one, by file name. `make e2e` gives each a pytest-xdist worker
+# of its own (tests/e2e/conftest.py); every other e2e test runs on the `shared` worker.
+OWN_INSTANCE_MODULES = ("test_node_lifecycle.py",)
+
+
+def e2e_worker_group(nodeid: str) -> str:
+    """The worker group of an e2e test: its module's file name for OWN_INSTANCE_MODULES, else `shared`."""
+    module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
+    return module if module in OWN_INSTANCE_MODULES else "shared"
+
 
 def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
     """A shell command on a testbed machine; its output, or an AssertionError naming the command."""
