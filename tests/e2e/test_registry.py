@@ -224,8 +224,13 @@ def test_pods_on_two_nodes_pull_it_over_verified_tls(reg):
         return {p["metadata"]["name"]: p["status"].get("phase") for p in json.loads(out)["items"]}
 
     poll(lambda: set(phases().values()) == {"Succeeded"}, 180, f"pods {pods} pull and run the image", interval=2)
-    for name in pods:
-        assert sh(tb, cp, f"{KUBECTL} logs -n default {name}").strip() == reg["marker"]
+    for node, name in zip(reg["workers"][:2], pods):
+        # What the container printed, read where the kubelet wrote it (CRI log lines: time, stream, tag, text).
+        # `kubectl logs` goes through the API server's pooled connection to the kubelet, which under load
+        # failed once with "use of closed network connection" although the pod had run: not what this test is about.
+        log = sh(tb, node, f"cat /var/log/pods/default_{name}_*/c/0.log")
+        printed = "".join(line.split(" ", 3)[3] for line in log.splitlines() if " stdout " in line)
+        assert printed.strip() == reg["marker"], log
         sh(tb, cp, f"{KUBECTL} delete pod -n default {name} --wait=false")
 
 
