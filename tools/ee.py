@@ -77,8 +77,8 @@ def log(msg: str) -> None:
 
 
 def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("check", True)
-    return subprocess.run(cmd, **kw)
+    check = kw.pop("check", True)
+    return subprocess.run(cmd, check=check, **kw)
 
 
 def definition() -> dict:
@@ -138,8 +138,18 @@ def ansible_wheel() -> Path:
     if not found:
         wheels.mkdir(parents=True, exist_ok=True)
         run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
-            + ["-d", str(wheels), f"ansible=={version}"]
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+                f"ansible=={version}",
+            ]
         )
         found = sorted(wheels.glob(f"ansible-{version}-*.whl"))
     if not found:
@@ -175,8 +185,16 @@ def create_context() -> Path:
     venv = builder_venv()
     shutil.rmtree(CONTEXT, ignore_errors=True)
     run(
-        [str(venv / "bin" / "ansible-builder"), "create", "-f", str(DEFINITION), "--context", str(CONTEXT)]
-        + ["--output-filename", "Containerfile"],
+        [
+            str(venv / "bin" / "ansible-builder"),
+            "create",
+            "-f",
+            str(DEFINITION),
+            "--context",
+            str(CONTEXT),
+            "--output-filename",
+            "Containerfile",
+        ],
         stdout=subprocess.DEVNULL,
     )
     return CONTEXT
@@ -376,8 +394,12 @@ class Builder:
             parent_root, parent_key = base_rootfs(stage.parent)
             parent_config = Config()
         # ARGs in scope at each instruction, for the key: every global ARG a stage names.
-        scope = {name: global_args.get(name, "") for word, rest in stage.instructions if word == "ARG"
-                 for name in [rest.partition("=")[0]]}
+        scope = {
+            name: global_args.get(name, "")
+            for word, rest in stage.instructions
+            if word == "ARG"
+            for name in [rest.partition("=")[0]]
+        }
         key = self.stage_key(stage, parent_key, scope)
         target = CACHE / "stages" / f"{stage.name}-{key}"
         config_file = target / "config.json"
@@ -430,7 +452,7 @@ class Builder:
 
     @staticmethod
     def env_pairs(rest: str) -> list[tuple[str, str]]:
-        if "=" not in rest.split()[0]:
+        if "=" not in rest.split(maxsplit=1)[0]:
             name, _, value = rest.partition(" ")
             return [(name, value.strip())]
         return [(w.partition("=")[0], w.partition("=")[2]) for w in shlex.split(rest)]
@@ -565,7 +587,9 @@ def prune(keep: set[str]) -> None:
 def image_info() -> dict:
     name, tag = image_tag()
     index = json.loads((OCI_LAYOUT / "index.json").read_text())
-    manifest = next(m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+    manifest = next(
+        m for m in index["manifests"] if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag
+    )
     blobs = OCI_LAYOUT / "blobs" / "sha256"
     body = json.loads((blobs / manifest["digest"].split(":", 1)[1]).read_text())
     compressed = sum(layer["size"] for layer in body["layers"])
@@ -589,8 +613,9 @@ def unpack(dest: Path) -> Path:
     return dest
 
 
-def run_in_image(bundle: Path, data: Path, argv: list[str], env: dict[str, str], timeout: float | None = None,
-                 **kw) -> subprocess.CompletedProcess:
+def run_in_image(
+    bundle: Path, data: Path, argv: list[str], env: dict[str, str], timeout: float | None = None, **kw
+) -> subprocess.CompletedProcess:
     """argv in the unpacked image as a container engine would start it: the image's user, environment,
     entrypoint and working directory, with `data` (the private data directory) bound at /runner, on the
     host's network, without a terminal."""
@@ -600,8 +625,11 @@ def run_in_image(bundle: Path, data: Path, argv: list[str], env: dict[str, str],
     image_env = dict(e.split("=", 1) for e in cfg.get("Env", []))
     command = list(cfg.get("Entrypoint") or []) + argv
     wrapper = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
-    cmd = nspawn(bundle / "rootfs", {**image_env, **env}, cfg.get("WorkingDir") or "/", binds=[f"--bind={data}:/runner"])
-    return subprocess.run(cmd + wrapper + command, stdin=subprocess.DEVNULL, timeout=timeout, **kw)
+    cmd = nspawn(
+        bundle / "rootfs", {**image_env, **env}, cfg.get("WorkingDir") or "/", binds=[f"--bind={data}:/runner"]
+    )
+    check = kw.pop("check", False)
+    return subprocess.run(cmd + wrapper + command, check=check, stdin=subprocess.DEVNULL, timeout=timeout, **kw)
 
 
 def image_config(bundle: Path) -> dict:
@@ -615,7 +643,15 @@ def image_config(bundle: Path) -> dict:
 
 def push(dest: str, tls_verify: bool) -> None:
     _, tag = image_tag()
-    run(["skopeo", "copy", f"--dest-tls-verify={str(tls_verify).lower()}", f"oci:{OCI_LAYOUT}:{tag}", f"docker://{dest}"])
+    run(
+        [
+            "skopeo",
+            "copy",
+            f"--dest-tls-verify={str(tls_verify).lower()}",
+            f"oci:{OCI_LAYOUT}:{tag}",
+            f"docker://{dest}",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
