@@ -35,6 +35,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -100,8 +101,21 @@ def galaxy() -> dict:
     return yaml.safe_load((REPO_ROOT / "galaxy.yml").read_text())
 
 
+def tarball_hash(path: Path) -> str:
+    """SHA-256 of a tarball's member names, modes and contents: `ansible-galaxy collection build` writes
+    new timestamps into every build of the same content."""
+    digest = hashlib.sha256()
+    with tarfile.open(path) as tar:
+        for member in sorted(tar.getmembers(), key=lambda m: m.name):
+            digest.update(f"{member.name}\0{member.mode:o}\0{member.linkname}\0".encode())
+            if member.isfile():
+                digest.update(hashlib.sha256(tar.extractfile(member).read()).digest())
+    return digest.hexdigest()
+
+
 def tree_hash(path: Path) -> str:
-    """SHA-256 of a file, or of a directory's names, modes, link targets and contents."""
+    """SHA-256 of a file, or of a directory's names, modes, link targets and contents (a tarball's by its
+    members)."""
     digest = hashlib.sha256()
     paths = [path] if not path.is_dir() or path.is_symlink() else sorted(path.rglob("*"))
     for p in paths:
@@ -110,6 +124,8 @@ def tree_hash(path: Path) -> str:
         digest.update(f"{rel}\0{st.st_mode:o}\0".encode())
         if p.is_symlink():
             digest.update(os.readlink(p).encode())
+        elif p.is_file() and p.name.endswith((".tar.gz", ".tgz")):
+            digest.update(tarball_hash(p).encode())
         elif p.is_file():
             with open(p, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
