@@ -13,5 +13,5 @@ EE_PUSH_REF ?= 198.18.0.1:5000/anvil/anvil-ee:$(VERSION)
 ee-push: ## copy the built anvil-ee image to a registry (EE_PUSH_REF, default the mirror's registry)
 	$(EE) push $(EE_PUSH_REF)
 
-e2e-awx: setup ## anvil-ee's ansible-runner runs site.yml and maintenance.yml as AWX jobs, on a testbed instance of its own
+e2e-awx: ee ## anvil-ee's ansible-runner runs site.yml and maintenance.yml as AWX jobs, on a testbed instance of its own
 	bash scripts/pytest.sh tests/e2e -m awx --durations 10

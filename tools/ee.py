@@ -547,6 +547,7 @@ def build_image() -> dict:
         final_key = builder.done[stages[-1].name][1]
         info = pack(rootfs, config, final_key)
         prune({key for _, key, _ in builder.done.values()})
+    info["collection_sha256"] = tarball_hash(next((CONTEXT / "_build" / "collections").glob("*.tar.gz")))
     info["build_seconds"] = round(time.monotonic() - started, 1)
     (CACHE / "image.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
