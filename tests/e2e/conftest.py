@@ -66,9 +66,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     return ByTestbed(config, log)
 
 
-# Marks of tests that boot a testbed of their own shape: `ha` (3 control planes) and `registry_cluster` (a
-# cluster that runs from the private registry, on hosts the shared cluster must not be on).
-OWN_TESTBED = ("ha", "registry_cluster")
+# Marks of tests that boot a testbed of their own shape: `ha` (3 control planes), `registry_cluster` (a
+# cluster that runs from the private registry, on hosts the shared cluster must not be on) and `awx` (jobs
+# run by ansible-runner in the anvil-ee image, on a testbed instance of their own).
+OWN_TESTBED = ("ha", "registry_cluster", "awx")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

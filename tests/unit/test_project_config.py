@@ -98,7 +98,7 @@ def test_awx_project_sync_installs_the_checkout_as_the_collection(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-# ---- execution environment definitions (not built by any test) --------------------------------------------
+# ---- execution environment definitions (built by `make ee`, run by tests/e2e/test_awx_runner.py) ---------
 
 
 def test_collection_execution_environment_names_its_requirement_files():
@@ -127,3 +127,17 @@ def test_anvil_ee_has_the_collection_its_dependencies_and_the_tested_ansible_cor
     assert files[tarball] == "collections"
     assert (REPO_ROOT / "awx" / "apt-pkgmgr").stat().st_mode & 0o111
     assert ee["options"]["package_manager_path"] == "/usr/local/bin/apt-pkgmgr"
+
+
+def test_anvil_ee_installs_the_dependencies_offline_from_the_pinned_ansible_package():
+    """No Galaxy in the build: the galaxy stage gets galaxy.yml's dependencies from build/ee-seed (tools/ee.py
+    extracts them from requirements.txt's ansible package) and ansible-galaxy runs --offline."""
+    ee = yaml.safe_load((REPO_ROOT / "awx" / "execution-environment.yml").read_text())
+    files = {f["src"]: f["dest"] for f in ee["additional_build_files"]}
+    assert files["../build/ee-seed/ansible_collections"] == "seed"
+    steps = ee["additional_build_steps"]
+    assert "COPY _build/seed /usr/share/ansible/collections/ansible_collections" in steps["prepend_galaxy"]
+    assert ee["build_arg_defaults"]["ANSIBLE_GALAXY_CLI_COLLECTION_OPTS"] == "--offline"
+    # requirements.txt's pins win over Debian's python3-* packages that bindep.txt's packages pull in.
+    assert "ARG PIP_IGNORE_INSTALLED=1" in steps["prepend_builder"]
+    assert "ARG PIP_IGNORE_INSTALLED=1" in steps["prepend_final"]
