@@ -68,7 +68,7 @@ def test_only_debian_base_images_are_built_here():
 def test_stage_key_follows_what_a_stage_copies(tmp_path: Path):
     (tmp_path / "_build").mkdir()
     (tmp_path / "_build" / "tarball").write_text("one")
-    _, stages = ee.parse(CONTAINERFILE)
+    stages = ee.parse(CONTAINERFILE)[1]
     builder = ee.Builder(tmp_path, {}, tmp_path / "log")
     first = builder.stage_key(stages[1], "parent", {})
     assert builder.stage_key(stages[1], "parent", {}) == first
