@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
@@ -40,6 +39,7 @@ import yaml
 
 from tests.helpers.ansible import REPO_ROOT
 from tests.helpers.content import load_yaml
+from tests.helpers.testbed import OwnInstance
 from tests.helpers.wait import wait_until as poll
 from tools import ee
 
@@ -70,26 +70,10 @@ KUBECONFIG_IN_JOB = "/runner/env/tmp_anvil_kubeconfig"
 # ---- the testbed instance --------------------------------------------------------------------------------
 
 
-def tb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.testbed", *args],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, **TB_ENV),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"testbed {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def sh(node: str, cmd: str, check: bool = True, timeout: float = 120) -> str:
-    proc = tb("exec", node, "--", "sh", "-c", cmd, check=False, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{node}: {cmd!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
+# The module's own testbed instance: `tb(...)` runs the testbed tool on it, `sh(node, cmd)` a command on a machine.
+INSTANCE = OwnInstance(TB_ENV)
+tb = INSTANCE.tool
+sh = INSTANCE.sh
 
 
 def add_machine(name: str, role: str) -> None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
 
@@ -31,6 +29,7 @@ import pytest
 import yaml
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
+from tests.helpers.testbed import OwnInstance
 from tests.helpers.wait import wait_until as poll
 
 WORK = REPO_ROOT / "build" / "e2e-lifecycle"
@@ -61,26 +60,10 @@ TIMINGS: dict[str, float] = {}
 # ---- the separate testbed instance ------------------------------------------------------------------------
 
 
-def tb(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(
-        [sys.executable, "-m", "tools.testbed", *args],
-        cwd=REPO_ROOT,
-        env=dict(os.environ, **TB_ENV),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"testbed {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def sh(node: str, cmd: str, check: bool = True, timeout: float = 120) -> str:
-    proc = tb("exec", node, "--", "sh", "-c", cmd, check=False, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{node}: {cmd!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
-    return proc.stdout
+# The module's own testbed instance: `tb(...)` runs the testbed tool on it, `sh(node, cmd)` a command on a machine.
+INSTANCE = OwnInstance(TB_ENV)
+tb = INSTANCE.tool
+sh = INSTANCE.sh
 
 
 def route_to_mirror(node: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,36 @@ def e2e_worker_group(nodeid: str) -> str:
     """The worker group of an e2e test: its module's file name for OWN_INSTANCE_MODULES, else `shared`."""
     module = nodeid.split("::", 1)[0].rsplit("/", 1)[-1]
     return module if module in OWN_INSTANCE_MODULES else "shared"
+
+
+@dataclass
+class OwnInstance:
+    """A testbed instance an e2e module boots for itself, driven through `python -m tools.testbed` with the
+    instance's environment (ANVIL_STATE, ANVIL_BRIDGE, ANVIL_BRIDGE_CIDR, ANVIL_TESTBED_INVENTORY, ...)."""
+
+    env: dict[str, str]
+
+    def tool(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        """The testbed tool on this instance; an AssertionError with its output when it fails and `check`."""
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.testbed", *args],
+            cwd=Path(__file__).resolve().parents[2],
+            env=dict(os.environ, **self.env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"testbed {args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def sh(self, node: str, cmd: str, check: bool = True, timeout: float = 120) -> str:
+        """A shell command on one of the instance's machines; its output."""
+        proc = self.tool("exec", node, "--", "sh", "-c", cmd, check=False, timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{node}: {cmd!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return proc.stdout
 
 
 def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
