@@ -6,8 +6,12 @@ each other. Each value can be overridden through the environment variable of the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -50,3 +54,24 @@ def ensure_bridge() -> str:
 
 def bridge_exists() -> bool:
     return subprocess.run(["ip", "-o", "link", "show", ANVIL_BRIDGE], check=False, capture_output=True).returncode == 0
+
+
+@contextlib.contextmanager
+def build_lock(what: str) -> Iterator[None]:
+    """Hold the cache's build lock while `what` builds into ANVIL_CACHE (and records sha256 in the manifest).
+
+    Two builds at once (make -j2 test runs the integration and e2e suites side by side, each making sure its
+    artifacts are built) would write the same cache entries and the same manifest lines: the second waits here,
+    then finds the first one's outputs cached.
+    """
+    ANVIL_CACHE.mkdir(parents=True, exist_ok=True)
+    with open(ANVIL_CACHE / ".build.lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"{what}: waiting for another build into {ANVIL_CACHE} to finish", file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -676,9 +676,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if args.cmd == "build":
             selection = ",".join(API_SELECTION) if args.api else args.only
-            return build(selection, force=args.force, jobs=args.jobs, write_manifest=not args.no_write_manifest)
+            with anvil_env.build_lock("artifacts build"):
+                return build(selection, force=args.force, jobs=args.jobs, write_manifest=not args.no_write_manifest)
         if args.cmd == "files":
-            return module_files(args.only)
+            with anvil_env.build_lock("artifacts files"):
+                return module_files(args.only)
         if args.cmd == "path":
             print(binary_path(args.component, args.binary))
             return 0

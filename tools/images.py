@@ -386,6 +386,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name in ("push", "list"):
             p.add_argument("--repo", default=DEFAULT_REPO)
     args = parser.parse_args(argv)
+    if args.cmd == "build":
+        with anvil_env.build_lock("images build"):
+            return run(args)
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
     manifest = load_manifest()
     specs = select(plan_images(manifest), args.only)
     failed = []
