@@ -34,4 +34,4 @@ mirror-status: ## show whether the mirror is serving
 	$(BIN)/python tools/mirror.py status
 
 # e2e tests install clusters from the mirror: every binary and image must be built (cached) first.
-e2e e2e-cluster e2e-ha e2e-registry bench: artifacts
+e2e e2e-cluster e2e-ha e2e-registry e2e-awx bench: artifacts

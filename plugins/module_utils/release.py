@@ -291,17 +291,18 @@ class Release:
                 merged[plan.identity(obj)] = obj
         return list(merged.values())
 
-    def prefetch(self, objects):
+    def prefetch(self, objects, min_group=2):
         """Live objects of this release, one label-selected LIST per kind and namespace (instead of a GET
-        per object), as {identity: live}. Objects not found here are read one by one: they may exist
-        without this release's label (unmanaged, or another release's)."""
+        per object) where at least min_group objects share them, as {identity: live}. Objects not found
+        here are read one by one: they may exist without this release's label (unmanaged, or another
+        release's)."""
         groups = {}
         for obj in objects:
             groups.setdefault((obj["apiVersion"], obj["kind"], obj["metadata"].get("namespace")), []).append(obj)
         live = {}
         selector = "%s=%s" % (plan.RELEASE_LABEL, self.name)
         for (api_version, kind, namespace), members in groups.items():
-            if len(members) < 2 or self.resource(api_version, kind) is None:
+            if len(members) < min_group or self.resource(api_version, kind) is None:
                 continue  # one GET costs the same; an unserved kind is reported by examine()
             try:
                 answer = self.client.list(api_version, kind, namespace=namespace, label_selector=selector)
@@ -336,9 +337,27 @@ class Release:
             return ("update", obj, live, dry), None
         return ("unchanged", obj, live, dry), None
 
-    def plan(self, objects, namespace_missing=False):
+    def untouched_since(self, deployed, objects):
+        """(steps, live objects read): every step "unchanged" when each live object is still what the deployed
+        revision left (its fingerprint in the record) -- one label-selected LIST per kind and namespace and no
+        dry run; steps None when any object may differ (or the record has no fingerprints), and the
+        objects read serve the full plan."""
+        observed = deployed.get("observed") or {}
+        if any(plan.identity(obj) not in observed for obj in objects):
+            return None, None
+        known = self.prefetch(objects, min_group=1)
+        steps = []
+        for obj in objects:
+            live = known.get(plan.identity(obj))
+            if live is None or plan.fingerprint(live) != observed[plan.identity(obj)]:
+                return None, known
+            steps.append(("unchanged", obj, live, live))
+        return steps, known
+
+    def plan(self, objects, namespace_missing=False, known=None):
         """Classify desired objects and the prune set against the cluster. Fails on any problem."""
-        known = {} if namespace_missing else self.prefetch(objects)
+        if known is None:
+            known = {} if namespace_missing else self.prefetch(objects)
         # Reads and dry-runs are independent: run them concurrently (order of results is kept).
         outcomes = []
         for _obj, outcome, error in self.client.map(lambda obj: self.examine(obj, known, namespace_missing), objects):
@@ -347,6 +366,17 @@ class Release:
             outcomes.append(outcome)
         steps = [step for step, _problem in outcomes if step]
         problems = [problem for _step, problem in outcomes if problem]
+        if problems:
+            raise ModuleFailure(
+                "release %s/%s: nothing was applied because of %d problem(s): %s"
+                % (self.namespace, self.name, len(problems), "; ".join(problems)),
+                problems=problems,
+            )
+        prunes, kept = self.plan_prunes(objects)
+        return steps, prunes, kept
+
+    def plan_prunes(self, objects):
+        """(prunes, kept): what the earlier revisions had and these objects drop, read from the cluster."""
         prunes, kept = [], []
         for obj in plan.prune_set(self.prune_base(), objects):
             if self.resource(obj["apiVersion"], obj["kind"]) is None:
@@ -361,13 +391,7 @@ class Release:
         kept.extend(
             o for o in self.prune_base() if plan.keep(o) and plan.identity(o) not in {plan.identity(x) for x in objects}
         )
-        if problems:
-            raise ModuleFailure(
-                "release %s/%s: nothing was applied because of %d problem(s): %s"
-                % (self.namespace, self.name, len(problems), "; ".join(problems)),
-                problems=problems,
-            )
-        return steps, prunes, kept
+        return prunes, kept
 
     def report_plan(self, steps, prunes, kept):
         for action, desired, live, dry in steps:
@@ -388,19 +412,22 @@ class Release:
     # -- applying and waiting ----------------------------------------------------------------------
 
     def execute(self, steps, prunes):
-        """Apply and prune; returns the objects applied. Raises Failure on the first API error."""
-        applied = []
-        for action, desired, _live, _dry in steps:
+        """Apply and prune; returns the objects applied and {identity: fingerprint} of what they are now.
+        Raises ModuleFailure on the first API error."""
+        applied, observed = [], {}
+        for action, desired, live, _dry in steps:
             if action == "unchanged":
                 applied.append(desired)
+                observed[plan.identity(desired)] = plan.fingerprint(live)
                 continue
             try:
-                self.apply(desired)
+                answer = self.apply(desired)
             except ApiError as exc:
                 raise ModuleFailure("applying %s failed: %s" % (plan.ref_text(desired), exc)) from exc
             applied.append(desired)
+            observed[plan.identity(desired)] = plan.fingerprint(answer)
         self.delete_all(obj for obj, _live in prunes)
-        return applied
+        return applied, observed
 
     def delete_all(self, objects):
         """Delete in the given order; raises ModuleFailure on the first API error."""
@@ -463,7 +490,7 @@ class Release:
         self.result["changed"] = True
         deadline = time.monotonic() + self.params["timeout"]
         try:
-            applied = self.execute(steps, prunes)
+            applied, observed = self.execute(steps, prunes)
             if self.params["wait"]:
                 self.wait_ready(applied, deadline)
         except ModuleFailure as failure:
@@ -479,7 +506,7 @@ class Release:
             ) from failure
         if previous:
             self.update_record(previous, store.SUPERSEDED)
-        record = self.update_record(record, store.DEPLOYED, lock_owner=None, lock_expires=None)
+        record = self.update_record(record, store.DEPLOYED, observed=observed, lock_owner=None, lock_expires=None)
         self.prune_history()
         return record
 
@@ -527,6 +554,7 @@ class Release:
         else:
             self.result["status"] = "absent"
         self.result["history"] = [store.summary(r) for r in self.records]
+        self.result["api_requests"] = self.client.total
         if self.module.want_diff:
             self.result["diff"] = self.diffs
         return self.result
@@ -556,11 +584,18 @@ class Release:
             namespace_missing = True
         self.load_records()
         stale = store.check_lock(self.records, force_unlock=self.params["force_unlock"])
-        steps, prunes, kept = self.plan(objects, namespace_missing=namespace_missing)
-        self.report_plan(steps, prunes, kept)
         deployed = store.last_deployed(self.records)
-        objects_changed = any(action != "unchanged" for action, _d, _l, _x in steps) or bool(prunes)
         digest_changed = deployed is None or deployed.get("digest") != store.digest_objects(plan.semantic_view(objects))
+        steps = known = None
+        if not digest_changed and not namespace_missing:
+            # The manifests are the deployed revision's: if the live objects are too, nothing needs a dry run.
+            steps, known = self.untouched_since(deployed, objects)
+        if steps is None:
+            steps, prunes, kept = self.plan(objects, namespace_missing=namespace_missing, known=known)
+        else:
+            prunes, kept = self.plan_prunes(objects)
+        self.report_plan(steps, prunes, kept)
+        objects_changed = any(action != "unchanged" for action, _d, _l, _x in steps) or bool(prunes)
         if not objects_changed and not digest_changed:
             self.recover_stale(stale)
             return self.finish(deployed)

@@ -351,6 +351,14 @@ def comparable(obj):
     return out
 
 
+def fingerprint(obj):
+    """What a live object is, as far as a release is concerned: the sha256 of comparable(obj) (everything but
+    status and the server's bookkeeping). A deployment records it for each object it leaves behind, so a
+    later run with the same manifests can tell from one LIST per kind that nothing needs a dry run."""
+    text = json.dumps(comparable(obj), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
 def is_changed(live, dry_run):
     """Would applying change the object? Compares the live object with the server's dry-run answer.
 

@@ -266,6 +266,16 @@ history:
   type: list
   elements: dict
   sample: [{"revision": 1, "status": "superseded", "description": "Install complete", "updated": "2026-01-01T10:00:00Z"}]
+api_requests:
+  description:
+    - Requests this task sent to the API server (retries included).
+    - A run with the deployed revision's manifests whose objects are still what that revision left (their
+      fingerprints are in its record) reads the record and each kind once, with no dry run, whatever the
+      number of objects. Once any object was changed by someone else (even a field the release does not
+      own), runs dry-run every object until the next revision records them again.
+  returned: when the release was read
+  type: int
+  sample: 6
 diff:
   description: Per-object before/after YAML (Secret values redacted).
   returned: in diff mode

@@ -113,6 +113,7 @@ def play(task: dict, kubeconfig: str) -> list[dict]:
 
 
 TASK_SECONDS: list[float] = []
+TASK_RESULTS: list[dict] = []
 
 
 def _stamp(text: str) -> datetime:
@@ -129,6 +130,7 @@ def run_checked(plays, expect_changed=None):
         raise SystemExit("expected changed=%s, got %s" % (expect_changed, task.get("changed")))
     duration = next(t["task"]["duration"] for t in result.tasks if t["task"]["name"] == "bench")
     TASK_SECONDS.append((_stamp(duration["end"]) - _stamp(duration["start"])).total_seconds())
+    TASK_RESULTS.append(task)
     return task
 
 
@@ -193,8 +195,15 @@ def main() -> int:
                 "anvil.cluster.app_release",
                 install,
                 noops,
-                "%s; record %.1f KiB, %d revision(s) after %d runs"
-                % (task_note(args.runs), record_size / 1024, revisions, args.runs + 1),
+                "%s; record %.1f KiB, %d revision(s) after %d runs; API requests: install %s, no-op %s"
+                % (
+                    task_note(args.runs),
+                    record_size / 1024,
+                    revisions,
+                    args.runs + 1,
+                    TASK_RESULTS[-args.runs - 1].get("api_requests"),
+                    TASK_RESULTS[-1].get("api_requests"),
+                ),
             )
         )
 

@@ -63,6 +63,8 @@ VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["an
 PAUSE_IMAGE = f"{MIRROR_ADDR}:5000/anvil/{VERSIONS['pause']['image']['name']}:{VERSIONS['pause']['image']['tag']}"
 EE_UID = 1000
 TIMINGS: dict[str, float] = {}
+# Where the image carries anvil.cluster (and its dependencies): ansible-builder's galaxy stage.
+IMAGE_COLLECTION = "/usr/share/ansible/collections/ansible_collections/anvil/cluster/"
 # Where the job's files appear inside the image (AWX writes credential files to env/ of the data directory).
 KUBECONFIG_IN_JOB = "/runner/env/tmp_anvil_kubeconfig"
 
@@ -375,6 +377,14 @@ def test_site_job_deploys_the_cluster(cluster):
     kinds = {e["event"] for e in job.events()}
     assert {"playbook_on_start", "playbook_on_play_start", "playbook_on_task_start", "runner_on_ok"} <= kinds, kinds
     assert not {"runner_on_failed", "runner_on_unreachable"} & kinds, kinds
+    # The roles ran from the image's anvil.cluster: the project sync installed nothing (docs/awx.md).
+    role_files = {
+        e["event_data"]["task_path"].rsplit(":", 1)[0]
+        for e in job.events()
+        if e["event"] == "playbook_on_task_start" and "/roles/" in e["event_data"].get("task_path", "")
+    }
+    assert role_files, "no task of a role in the job events"
+    assert {f for f in role_files if not f.startswith(IMAGE_COLLECTION)} == set(), sorted(role_files)[:5]
     nodes = kubectl_json("get nodes")["items"]
     ready = {
         n["metadata"]["name"]

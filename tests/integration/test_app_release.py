@@ -473,3 +473,42 @@ def test_drift_is_reported_and_repaired_with_force_conflicts(kube_api, namespace
     assert fixed["changed"] and names(fixed["updated"]) == ["ConfigMap/settings"] and fixed["revision"] == 2
     assert configmaps(kube_api, namespace)["settings"] == {"mode": "one"}
     assert not release(kube_api, namespace, definitions=V1[:1])["changed"]
+
+
+def test_no_op_reads_each_kind_once_and_sees_edits_of_any_field(kube_api, namespace):
+    def objects(count):
+        web = "web%d" % count  # two releases in one namespace: each its own Deployment and Service
+        return [configmap("%s-c%d" % (web, i), {"i": str(i)}) for i in range(count)] + [
+            deployment("example.test/web:1", name=web),
+            service(name=web),
+        ]
+
+    costs = {}
+    for count in (3, 30):
+        name = "size%d" % count
+        assert not release(kube_api, namespace, name, definitions=objects(count)).get("failed")
+        again = release(kube_api, namespace, name, definitions=objects(count))
+        assert not again["changed"] and len(again["unchanged"]) == count + 2, again
+        costs[count] = again["api_requests"]
+    # The record and one label-selected LIST per kind: ten times the objects, not one request more.
+    assert costs[3] == costs[30], costs
+    assert costs[30] <= 8, costs
+
+    # Someone else adds an annotation (a field the release does not own): not a change for the release, but no
+    # longer what it left behind, so this run reads every object the slow way (a dry run each) to find that.
+    core(kube_api).patch_namespaced_config_map(
+        "web30-c1", namespace, {"metadata": {"annotations": {"note": "hand-made"}}}, field_manager="kubectl-annotate"
+    )
+    noted = release(kube_api, namespace, "size30", definitions=objects(30))
+    assert not noted["changed"] and noted["api_requests"] > costs[30] + 30, noted["api_requests"]
+
+    # Someone removes the release's label: the object drops out of the LIST, and the run puts it back.
+    core(kube_api).patch_namespaced_config_map(
+        "web30-c2", namespace, {"metadata": {"labels": {"anvil.cluster/release": None}}}, field_manager="kubectl-label"
+    )
+    repaired = release(kube_api, namespace, "size30", definitions=objects(30))
+    assert repaired["changed"] and names(repaired["updated"]) == ["ConfigMap/web30-c2"], repaired
+    labels = core(kube_api).read_namespaced_config_map("web30-c2", namespace).metadata.labels
+    assert labels["anvil.cluster/release"] == "size30", labels
+    # The repair recorded what it left: the next run is a no-op at the constant cost again.
+    assert release(kube_api, namespace, "size30", definitions=objects(30))["api_requests"] == costs[30]

@@ -1,5 +1,7 @@
 """Unit tests of release planning: rendering/validation, identity, prune set, change detection, readiness."""
 
+import copy
+
 import pytest
 import yaml
 from ansible_collections.anvil.cluster.plugins.module_utils import release_plan as plan
@@ -238,3 +240,34 @@ def dep_status(*, generation=2, observed=2, replicas=3, updated=3, total=3, avai
 )
 def test_readiness(obj, state):
     assert plan.readiness(obj)[0] == state
+
+
+def test_fingerprint_ignores_status_and_bookkeeping_but_not_content():
+    live = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "namespace": "shop",
+            "resourceVersion": "10",
+            "generation": 2,
+            "managedFields": [{"manager": "x"}],
+            "labels": {"app": "web"},
+            "annotations": {"deployment.kubernetes.io/revision": "3"},
+        },
+        "spec": {"replicas": 2},
+        "status": {"readyReplicas": 1},
+    }
+    same = copy.deepcopy(live)
+    same["metadata"].update(resourceVersion="11", managedFields=[])
+    same["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "4"
+    same["status"] = {"readyReplicas": 2}
+    assert plan.fingerprint(same) == plan.fingerprint(live)
+    for edit in (
+        lambda o: o["spec"].update(replicas=3),
+        lambda o: o["metadata"]["labels"].pop("app"),
+        lambda o: o["metadata"]["annotations"].update(note="x"),
+    ):
+        other = copy.deepcopy(live)
+        edit(other)
+        assert plan.fingerprint(other) != plan.fingerprint(live)
