@@ -32,16 +32,19 @@ def test_requirements_are_galaxy_dependencies_and_the_checkout():
     assert len(entries) == len(deps) + 1
 
 
-def test_ansible_cfg_sets_only_where_collections_are():
-    cfg = configparser.ConfigParser()
+def test_ansible_cfg_sets_only_where_collections_and_temporary_files_are():
+    cfg = configparser.ConfigParser(interpolation=None)
     cfg.read(REPO_ROOT / "ansible.cfg")
     # Anything else here would also apply to every test run (ansible-playbook reads ./ansible.cfg) and to
     # every AWX job; the tests set their callback and options through the environment.
     assert cfg.sections() == ["defaults"]
-    assert list(cfg["defaults"]) == ["collections_path"]
+    assert list(cfg["defaults"]) == ["collections_path", "remote_tmp"]
     paths = cfg["defaults"]["collections_path"].split(":")
     # The checkout's link first, so an installed copy of the collection never hides the checkout's code.
     assert paths[0] == "./build/collections"
+    # Expanded by the shell of whoever runs the module: an execution environment's own user for the tasks
+    # delegated to the controller, not the remote user's home (~root with a root machine credential).
+    assert cfg["defaults"]["remote_tmp"] == "$HOME/.ansible/tmp"
 
 
 def test_project_files_are_not_packed():
