@@ -5,7 +5,9 @@
 
 The connection (kubeconfig, in-cluster config, ``K8S_AUTH_*`` variables, tokens, client
 certificates, impersonation) is built by kubernetes.core's client factory, so an AWX "Kubernetes"
-credential or module_defaults written for kubernetes.core work unchanged. Requests then go as raw
+credential or module_defaults written for kubernetes.core work unchanged; only the common kubeconfig
+(server, CA, token or client certificate) is read by kubeconfig.py, which spares importing the
+kubernetes package. Requests then go as raw
 JSON through urllib3 with that configuration's TLS settings and credentials, skipping the generated
 models: (de)serialising thousands of objects into models costs more than the HTTP calls, and the
 modules need what the typed client makes awkward (eviction preconditions, server-side apply, field
@@ -28,18 +30,21 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import json
+import os
+import ssl
+import tempfile
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlencode
 
+from ansible_collections.anvil.cluster.plugins.module_utils.k8s.kubeconfig import direct_settings
 from ansible_collections.anvil.cluster.plugins.module_utils.k8s.resources import Catalog
 
 IMPORT_ERROR = None
 try:
     import urllib3
-    from kubernetes.client import rest as _rest
 except ImportError:
     IMPORT_ERROR = traceback.format_exc()
 
@@ -93,35 +98,80 @@ def _not_sent(exc):
     return isinstance(exc, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError))
 
 
+def _ssl_context(settings):
+    """TLS for kubeconfig.direct_settings: its CA (or no verification), its client certificate. A
+    certificate given as data is loaded through a private temporary file that is removed at once."""
+    context = ssl.create_default_context(cafile=settings.get("ca_file"), cadata=settings.get("ca_data"))
+    if not settings["verify"]:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if "cert_file" in settings or "cert_data" in settings:
+        scratch = tempfile.mkdtemp(prefix="anvil-kube-")
+        try:
+            paths = {}
+            for kind in ("cert", "key"):
+                paths[kind] = settings.get("%s_file" % kind)
+                if paths[kind] is None:
+                    paths[kind] = os.path.join(scratch, kind)
+                    with os.fdopen(os.open(paths[kind], os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+                        out.write(settings["%s_data" % kind])
+            context.load_cert_chain(paths["cert"], paths["key"])
+        finally:
+            for name in os.listdir(scratch):
+                os.unlink(os.path.join(scratch, name))
+            os.rmdir(scratch)
+    return context
+
+
 class KubeClient:
     """JSON REST access to one API server; safe for concurrent use from ``map``."""
 
-    def __init__(self, api_client, concurrency=8, *, timeout=60, retries=5, sleep=time.sleep):
-        config = api_client.configuration
-        self.host = (config.host or "").rstrip("/")
+    def __init__(self, api_client, concurrency=8, *, timeout=60, retries=5, sleep=time.sleep, direct=None):
+        """A client on a kubernetes ApiClient's configuration, or (``direct``, api_client None) on the
+        settings kubeconfig.direct_settings read."""
         self.concurrency = max(1, int(concurrency))
         self.timeout = timeout
         self.retries = retries
         self.calls = {}
         self._sleep = sleep
         self._lock = threading.Lock()
+        if direct is not None:
+            self.host = direct["host"]
+            self._config = None
+            self._headers = {"Authorization": "Bearer %s" % direct["token"]} if direct.get("token") else {}
+            self._pool = urllib3.PoolManager(maxsize=self.concurrency, ssl_context=_ssl_context(direct))
+            self.catalog = Catalog(self._discover)
+            return
+        from kubernetes.client import rest  # pylint: disable=import-outside-toplevel
+
+        config = api_client.configuration
+        self.host = (config.host or "").rstrip("/")
         self._config = config
         self._headers = dict(getattr(api_client, "default_headers", None) or {})
         if (getattr(config, "connection_pool_maxsize", None) or 0) < self.concurrency:
             # One HTTP connection per worker thread, instead of urllib3 discarding the extra ones.
             config.connection_pool_maxsize = self.concurrency
-            self._pool = _rest.RESTClientObject(config).pool_manager
+            self._pool = rest.RESTClientObject(config).pool_manager
         else:
             self._pool = api_client.rest_client.pool_manager
         self.catalog = Catalog(self._discover)
 
     @classmethod
     def from_params(cls, params, concurrency=8, **kwargs):
-        """A client for a module's kubernetes.core connection options (kubeconfig, host, api_key, ...)."""
+        """A client for a module's kubernetes.core connection options (kubeconfig, host, api_key, ...).
+
+        The common kubeconfig (server, CA, token or client certificate) is read here, without importing
+        the kubernetes package (kubeconfig.py says why); everything else goes through kubernetes.core."""
         from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
-        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
 
         auth = dict((key, params.get(key)) for key in AUTH_ARG_SPEC if params.get(key) is not None)
+        import yaml  # pylint: disable=import-outside-toplevel  (a requirement of kubernetes too)
+
+        direct = direct_settings(auth, yaml.safe_load)
+        if direct is not None:
+            return cls(None, concurrency=concurrency, direct=direct, **kwargs)
+        from ansible_collections.kubernetes.core.plugins.module_utils.k8s.client import get_api_client
+
         return cls(get_api_client(**auth).client.client, concurrency=concurrency, **kwargs)
 
     # -- counting ----------------------------------------------------------------------------------
@@ -144,6 +194,8 @@ class KubeClient:
 
     def _auth_headers(self):
         headers = {}
+        if self._config is None:
+            return headers
         for setting in self._config.auth_settings().values():
             if setting.get("in") == "header" and setting.get("value"):
                 headers[setting["key"]] = setting["value"]
