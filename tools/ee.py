@@ -721,6 +721,10 @@ def sanity(versions: list[str], tarball: Path, logdir: Path) -> list[dict]:
     """`ansible-test sanity` of the collection's tarball with each ansible-core version, in a scratch copy of
     the image (unpacked from the OCI layout, which is only read) as root under systemd-nspawn: a venv with
     that ansible-core, then scripts/sanity.sh with the image's collections as the dependencies."""
+    if not (OCI_LAYOUT / "index.json").is_file():
+        raise EEError(f"no image in {OCI_LAYOUT}: run `make ee` first (its Python and collections are used)")
+    if not tarball.is_file():
+        raise EEError(f"{tarball} is missing: run `make build` first")
     scratch = CACHE / f"sanity-{os.getpid()}"
     pip_cache = CACHE / "sanity-pip"
     pip_cache.mkdir(parents=True, exist_ok=True)
@@ -730,7 +734,9 @@ def sanity(versions: list[str], tarball: Path, logdir: Path) -> list[dict]:
     try:
         with open(CACHE / "build.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_SH)  # not while `make ee` writes the layout
+            started = time.monotonic()
             unpack(scratch)
+        log(f"sanity: image unpacked into {scratch} in {time.monotonic() - started:.0f} s")
         root = scratch / "rootfs"
         (root / "etc/pip.conf").write_text(pip_conf(listing, BUILD_CA))
         binds = [f"--bind-ro={HOST_CA}:{BUILD_CA}", f"--bind-ro={REPO_ROOT / 'scripts'}:/anvil/scripts"]
