@@ -719,8 +719,9 @@ def sanity_results(output: str) -> dict:
 
 def sanity(versions: list[str], tarball: Path, logdir: Path) -> list[dict]:
     """`ansible-test sanity` of the collection's tarball with each ansible-core version, in a scratch copy of
-    the image (unpacked from the OCI layout, which is only read) as root under systemd-nspawn: a venv with
-    that ansible-core, then scripts/sanity.sh with the image's collections as the dependencies."""
+    the image (unpacked from the OCI layout, which is only read) as root under systemd-nspawn on the host's
+    network: scripts/sanity.sh with that ansible-core in a venv of its own (ANVIL_SANITY_CORE) and the image's
+    collections as the dependencies."""
     if not (OCI_LAYOUT / "index.json").is_file():
         raise EEError(f"no image in {OCI_LAYOUT}: run `make ee` first (its Python and collections are used)")
     if not tarball.is_file():
@@ -742,20 +743,17 @@ def sanity(versions: list[str], tarball: Path, logdir: Path) -> list[dict]:
         binds = [f"--bind-ro={HOST_CA}:{BUILD_CA}", f"--bind-ro={REPO_ROOT / 'scripts'}:/anvil/scripts"]
         binds += [f"--bind-ro={tarball}:/anvil/{tarball.name}", f"--bind={pip_cache}:/root/.cache/pip"]
         for version in versions:
-            venv = f"/root/ansible-core-{version}"
-            env = {"PATH": f"{venv}/bin:{DEFAULT_PATH}", "HOME": "/root", "LC_ALL": "C.UTF-8"}
+            env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "ANVIL_SANITY_CORE": version}
             env |= {
                 "ANVIL_SANITY_TARBALL": f"/anvil/{tarball.name}",
                 "ANVIL_SANITY_COLLECTIONS": "/usr/share/ansible/collections",
             }
-            script = f"python3 -m venv {venv} && {venv}/bin/pip install -q ansible-core=={version} && "
-            script += f"bash /anvil/scripts/sanity.sh {galaxy()['version']}"
             logfile = logdir / f"ansible-core-{version}.log"
             log(f"sanity: ansible-core {version} (log {logfile})")
             started = time.monotonic()
             with open(logfile, "w") as fh:
                 proc = subprocess.Popen(
-                    [*nspawn(root, env, "/root", binds), "/bin/sh", "-c", script],
+                    [*nspawn(root, env, "/root", binds), "bash", "/anvil/scripts/sanity.sh", galaxy()["version"]],
                     stdout=subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
