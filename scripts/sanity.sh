@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # ansible-test sanity on the collection exactly as it ships: build the tarball, install it into a
-# temporary ansible_collections tree next to the collections it depends on, run sanity there.
+# temporary ansible_collections tree next to the collections it depends on, run sanity there, with the
+# ansible-test and the Python of the `python` on PATH.
+# ANVIL_SANITY_CORE=2.17.14: that ansible-core instead, in a venv of its own (`make sanity SANITY_CORE=...`).
+# Set by `make sanity-ee` (tools/ee.py sanity) in the anvil-ee image too: ANVIL_SANITY_TARBALL, a tarball built
+# already (`make build`), and ANVIL_SANITY_COLLECTIONS, a collections directory holding the dependencies.
 set -euo pipefail
 version="$1"; shift
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -9,10 +13,19 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d "${TMPDIR:-/tmp}/anvil-sanity.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/dist"
-ansible-galaxy collection build --force --output-path "$work/dist" "$root" > /dev/null
-ANSIBLE_COLLECTIONS_PATH="$work" ansible-galaxy collection install --no-deps -p "$work" "$work/dist/anvil-cluster-$version.tar.gz" > /dev/null
-# Dependencies (for doc fragments and module_utils imports) come from the pinned `ansible` package.
-site="$(python -c 'import ansible_collections.kubernetes.core as m, os; print(os.path.dirname(os.path.dirname(os.path.dirname(list(m.__path__)[0]))))')"
+# Dependencies (for doc fragments and module_utils imports) come from the pinned `ansible` package
+# (or ANVIL_SANITY_COLLECTIONS).
+site="${ANVIL_SANITY_COLLECTIONS:-$(python -c 'import ansible_collections.kubernetes.core as m, os; print(os.path.dirname(os.path.dirname(os.path.dirname(list(m.__path__)[0]))))')}"
+if [ -n "${ANVIL_SANITY_CORE:-}" ]; then
+  python3 -m venv "$work/core"
+  "$work/core/bin/pip" install -q "ansible-core==$ANVIL_SANITY_CORE"
+  export PATH="$work/core/bin:$PATH"
+fi
+tarball="${ANVIL_SANITY_TARBALL:-$work/dist/anvil-cluster-$version.tar.gz}"
+if [ -z "${ANVIL_SANITY_TARBALL:-}" ]; then
+  ansible-galaxy collection build --force --output-path "$work/dist" "$root" > /dev/null
+fi
+ANSIBLE_COLLECTIONS_PATH="$work" ansible-galaxy collection install --no-deps -p "$work" "$tarball" > /dev/null
 for dep in kubernetes/core ansible/utils ansible/posix community/general community/crypto; do
   mkdir -p "$work/ansible_collections/$(dirname "$dep")"
   ln -sfn "$site/ansible_collections/$dep" "$work/ansible_collections/$dep"
@@ -39,4 +52,5 @@ fi
 cd "$work/ansible_collections/anvil/cluster"
 # --venv: ansible-test installs its own pinned sanity tools (pylint, validate-modules, ...) in
 # isolated virtualenvs, so they never disturb the project's venv.
-ansible-test sanity --venv --python 3.11 --color no "$@"
+python_version="$(python -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+ansible-test sanity --venv --python "$python_version" --color no "$@"

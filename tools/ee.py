@@ -6,6 +6,7 @@
     python -m tools.ee run DIR --data PDD [--env K=V] -- CMD...   # CMD in the unpacked image, PDD at /runner
     python -m tools.ee push REF     # copy the image to a registry (skopeo), e.g. 198.18.0.1:5000/anvil/anvil-ee:0.1.0
     python -m tools.ee info         # the image's reference, digest and size as JSON
+    python -m tools.ee sanity 2.21.5 ...   # ansible-test sanity of build/dist's tarball in the image, per ansible-core
 
 `context` is the documented path for users with podman: `ansible-builder create -f awx/execution-environment.yml
 --context build/ee` after two inputs exist: the collection's tarball (`make build`) and build/ee-seed, the
@@ -26,6 +27,7 @@ changed collection tarball rebuilds from the stage that copies it.
 from __future__ import annotations
 
 import argparse
+import ast
 import fcntl
 import hashlib
 import json
@@ -671,6 +673,104 @@ def push(dest: str, tls_verify: bool) -> None:
     )
 
 
+# ---- ansible-test sanity in the image -------------------------------------------------------------------
+
+
+def pip_conf(listing: str, cert: str) -> str:
+    """A pip.conf for pip in the image from the host's `pip config list` (its files, then its PIP_*
+    environment, which wins): what ansible-test's pip runs see, since ansible-test passes no PIP_* variable
+    on. The CA bundle is `cert` (the host's, bound in); local find-links directories, which are not in
+    the image, are left out."""
+    sections: dict[str, dict[str, str]] = {}
+    for line in listing.splitlines():
+        name, eq, value = line.partition("=")
+        section, _, key = name.rpartition(".")
+        if not eq or not section:
+            continue
+        value = ast.literal_eval(value)
+        if key == "find-links":
+            value = "\n".join(v for v in value.split() if "://" in v)
+            if not value:
+                continue
+        sections.setdefault("global" if section == ":env:" else section, {})[key] = value
+    sections.setdefault("global", {})["cert"] = cert
+    lines = []
+    for section, items in sorted(sections.items(), key=lambda kv: kv[0] != "global"):
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {v}".replace("\n", "\n    ") for k, v in items.items()]
+    return "\n".join(lines) + "\n"
+
+
+def sanity_results(output: str) -> dict:
+    """The sanity tests an `ansible-test sanity` run started, skipped and failed, from its output."""
+    started = re.findall(r'^Running sanity test "([^"]+)"', output, re.M)
+    skipped = re.findall(r'^WARNING: Skipping sanity test "([^"]+)"', output, re.M)
+    # The summary: "The N sanity test(s) listed below (out of M) failed." then one name a line ("pylint",
+    # "compile --python 3.13"), up to the next message.
+    failed: list[str] = []
+    match = re.search(
+        r"^(?:ERROR|FATAL): The \d+ sanity test\(s\) listed below .*\n((?:[a-z0-9][\w.-]*(?: --.*)?\n?)*)", output, re.M
+    )
+    if match:
+        failed = [line.split()[0] for line in match.group(1).splitlines()]
+    passed = [t for t in started if t not in failed and t not in skipped]
+    return {"passed": passed, "failed": failed, "skipped": skipped}
+
+
+def sanity(versions: list[str], tarball: Path, logdir: Path) -> list[dict]:
+    """`ansible-test sanity` of the collection's tarball with each ansible-core version, in a scratch copy of
+    the image (unpacked from the OCI layout, which is only read) as root under systemd-nspawn on the host's
+    network: scripts/sanity.sh with that ansible-core in a venv of its own (ANVIL_SANITY_CORE) and the image's
+    collections as the dependencies."""
+    if not (OCI_LAYOUT / "index.json").is_file():
+        raise EEError(f"no image in {OCI_LAYOUT}: run `make ee` first (its Python and collections are used)")
+    if not tarball.is_file():
+        raise EEError(f"{tarball} is missing: run `make build` first")
+    scratch = CACHE / f"sanity-{os.getpid()}"
+    pip_cache = CACHE / "sanity-pip"
+    pip_cache.mkdir(parents=True, exist_ok=True)
+    logdir.mkdir(parents=True, exist_ok=True)
+    listing = run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+    results = []
+    try:
+        with open(CACHE / "build.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)  # not while `make ee` writes the layout
+            started = time.monotonic()
+            unpack(scratch)
+        log(f"sanity: image unpacked into {scratch} in {time.monotonic() - started:.0f} s")
+        root = scratch / "rootfs"
+        (root / "etc/pip.conf").write_text(pip_conf(listing, BUILD_CA))
+        binds = [f"--bind-ro={HOST_CA}:{BUILD_CA}", f"--bind-ro={REPO_ROOT / 'scripts'}:/anvil/scripts"]
+        binds += [f"--bind-ro={tarball}:/anvil/{tarball.name}", f"--bind={pip_cache}:/root/.cache/pip"]
+        for version in versions:
+            env = {"PATH": DEFAULT_PATH, "HOME": "/root", "LC_ALL": "C.UTF-8", "ANVIL_SANITY_CORE": version}
+            env |= {
+                "ANVIL_SANITY_TARBALL": f"/anvil/{tarball.name}",
+                "ANVIL_SANITY_COLLECTIONS": "/usr/share/ansible/collections",
+            }
+            logfile = logdir / f"ansible-core-{version}.log"
+            log(f"sanity: ansible-core {version} (log {logfile})")
+            started = time.monotonic()
+            with open(logfile, "w") as fh:
+                proc = subprocess.Popen(
+                    [*nspawn(root, env, "/root", binds), "bash", "/anvil/scripts/sanity.sh", galaxy()["version"]],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    text=True,
+                )
+                for line in proc.stdout:
+                    fh.write(line)
+                    sys.stderr.write(line)
+                rc = proc.wait()
+            result = {"ansible_core": version, "rc": rc, "seconds": round(time.monotonic() - started)}
+            result |= sanity_results(logfile.read_text())
+            results.append(result)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.ee", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -687,6 +787,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dest", help="registry/repository:tag")
     p.add_argument("--tls-verify", action="store_true")
     sub.add_parser("info", help="the image as JSON")
+    p = sub.add_parser("sanity", help="ansible-test sanity of the collection's tarball in the image, per ansible-core")
+    p.add_argument("versions", nargs="+", help="ansible-core versions, e.g. 2.21.5")
     args = parser.parse_args(argv)
     try:
         if args.command == "context":
@@ -703,6 +805,16 @@ def main(argv: list[str] | None = None) -> int:
             push(args.dest, args.tls_verify)
         elif args.command == "info":
             print(json.dumps(image_info(), indent=1))
+        elif args.command == "sanity":
+            tarball = REPO_ROOT / "build" / "dist" / f"anvil-cluster-{galaxy()['version']}.tar.gz"
+            results = sanity(args.versions, tarball, REPO_ROOT / "build" / "sanity-ee")
+            for r in results:
+                failed = f" ({', '.join(r['failed'])})" if r["failed"] else ""
+                print(
+                    f"ansible-core {r['ansible_core']}: {len(r['passed'])} passed, {len(r['failed'])} failed{failed}, "
+                    f"{len(r['skipped'])} skipped, exit {r['rc']}, {r['seconds'] // 60} min {r['seconds'] % 60} s"
+                )
+            return 1 if any(r["rc"] for r in results) else 0
     except (EEError, subprocess.CalledProcessError) as err:
         print(f"ee: {err}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ def test_a_second_build_waits_for_the_first_and_then_runs(tmp_path, monkeypatch)
         line = child.stderr.readline()
         assert line == f"second build: waiting for another build into {tmp_path} to finish\n"
         assert child.poll() is None
-    out, _ = child.communicate(timeout=60)
+    out = child.communicate(timeout=60)[0]
     assert out == "built\n"
     assert child.returncode == 0
 
