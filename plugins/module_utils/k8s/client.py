@@ -165,7 +165,8 @@ class KubeClient:
         from ansible_collections.kubernetes.core.plugins.module_utils.args_common import AUTH_ARG_SPEC
 
         auth = dict((key, params.get(key)) for key in AUTH_ARG_SPEC if params.get(key) is not None)
-        import yaml  # pylint: disable=import-outside-toplevel  (a requirement of kubernetes too)
+        # PyYAML: a requirement of the kubernetes package too, imported only when a module connects.
+        import yaml  # pylint: disable=import-outside-toplevel
 
         direct = direct_settings(auth, yaml.safe_load)
         if direct is not None:
