@@ -6,7 +6,9 @@ For now the starting point of an upgrade: site.yml deploys the older release (an
   refusal: a release the manifest does not hold stops in preflight, nothing changed on any host ->
   site.yml at the older release -> every node, API server and host binary reports it; the static pods,
   kube-proxy and CoreDNS run its images (etcd and CoreDNS at the versions its kubeadm expects) -> a re-run
-  changes nothing.
+  changes nothing -> upgrade.yml (so far its preflight): check mode prints the plan to the default release;
+  a real run stops after the plan; a release the manifest does not hold and a NotReady node are refused;
+  none of them changes anything on a host.
 
 The machines are a testbed instance of their own (state /var/lib/anvil-dev/upgrade-e2e, bridge anvil7 on
 198.18.7.0/24, machines up-cp1, up-w1, up-w2) that install from the usual mirror on 198.18.0.1 (a host route
@@ -33,12 +35,14 @@ from ansible_collections.anvil.cluster.plugins.module_utils.kubernetes_releases 
 
 from tests.helpers.ansible import REPO_ROOT, run_playbook
 from tests.helpers.testbed import OwnInstance
+from tests.helpers.wait import wait_until as poll
 
 pytestmark = pytest.mark.upgrade
 
 WORK = REPO_ROOT / "build" / "e2e-upgrade"
 INVENTORY = WORK / "testbed-hosts.yml"
 SITE = REPO_ROOT / "playbooks" / "site.yml"
+UPGRADE = REPO_ROOT / "playbooks" / "upgrade.yml"
 MIRROR_ADDR = os.environ.get("UPGRADE_E2E_MIRROR_ADDR", "198.18.0.1")
 TB_ENV = {
     "ANVIL_STATE": os.environ.get("UPGRADE_E2E_STATE", "/var/lib/anvil-dev/upgrade-e2e"),
@@ -60,8 +64,9 @@ EXTRA = {
     "anvil_kubeconfig_dest": str(WORK / "admin.conf"),
     "anvil_kubernetes_version": OLD,
 }
-# Paths a refused run must never touch on a host.
+# Paths a refused run must never touch on a host (on fresh hosts; on a running cluster, what an upgrade changes).
 WATCHED = "/etc /usr/local/bin /opt /var/lib/kubelet /var/lib/containerd /var/lib/etcd"
+WATCHED_CLUSTER = "/etc/kubernetes /etc/systemd/system /etc/containerd /usr/local/bin"
 TIMINGS: dict[str, float] = {}
 
 
@@ -79,9 +84,9 @@ def add_machine(name: str, role: str) -> None:
     sh(name, f"ip route replace {MIRROR_ADDR}/32 dev host0")
 
 
-def play(**extra):
+def play(playbook=SITE, check: bool = False, **extra):
     started = time.monotonic()
-    result = run_playbook(SITE, inventory=INVENTORY, extra_vars={**EXTRA, **extra}, workdir=WORK)
+    result = run_playbook(playbook, inventory=INVENTORY, extra_vars={**EXTRA, **extra}, check=check, workdir=WORK)
     result.seconds = time.monotonic() - started
     return result
 
@@ -124,6 +129,37 @@ def registry_has(ref: str) -> bool:
         return False
 
 
+def stamp_hosts() -> None:
+    for node in NODES:
+        sh(node, "touch /run/anvil-e2e-stamp")
+
+
+def changed_since_stamp(paths: str) -> dict[str, list[str]]:
+    """Files under `paths` each host gained or changed since stamp_hosts()."""
+    changed = {}
+    for node in NODES:
+        found = sh(
+            node, f"find {paths} -xdev -newer /run/anvil-e2e-stamp 2>/dev/null | grep -v '^/etc/ld.so.cache$' || true"
+        )
+        if found.split():
+            changed[node] = found.split()
+    return changed
+
+
+def node_ready(name: str) -> bool:
+    node = kubectl_json(f"get node {name}")
+    return [c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready"] == ["True"]
+
+
+def refused(result, text: str) -> None:
+    assert result.rc != 0, result.stdout[-3000:]
+    assert result.changed() == 0, result.stats
+    failure = json.dumps(result.data)
+    assert text in failure, f"{text!r} not in the failure: {failure[-3000:]}"
+    names = [t["task"]["name"] for t in result.tasks]
+    assert any(n.endswith("Stop before any change when the upgrade is refused") for n in names), names
+
+
 # ---- fixtures ---------------------------------------------------------------------------------------------
 
 
@@ -161,8 +197,7 @@ def test_the_module_deploys_an_older_release_than_the_default():
 
 
 def test_a_release_the_manifest_does_not_hold_is_refused_before_any_change(machines):
-    for node in NODES:
-        sh(node, "touch /run/anvil-e2e-stamp")
+    stamp_hosts()
     result = play(anvil_kubernetes_version="v1.33.9")
     assert result.rc != 0, result.stdout[-2000:]
     assert result.changed() == 0, result.stats
@@ -176,14 +211,7 @@ def test_a_release_the_manifest_does_not_hold_is_refused_before_any_change(machi
     names = [t["task"]["name"] for t in result.tasks]
     assert any(n.endswith("Stop before any change when a host or the inventory is unfit") for n in names), names
     assert not any("Container runtime" in n for n in names), names
-    changed = {}
-    for node in NODES:
-        found = sh(
-            node, f"find {WATCHED} -xdev -newer /run/anvil-e2e-stamp 2>/dev/null | grep -v '^/etc/ld.so.cache$' || true"
-        )
-        if found.split():
-            changed[node] = found.split()
-    assert changed == {}
+    assert changed_since_stamp(WATCHED) == {}
 
 
 @pytest.fixture(scope="module")
@@ -260,3 +288,61 @@ def test_a_rerun_at_the_older_release_changes_nothing(cluster):
     ok(result)
     TIMINGS[f"site.yml {OLD} re-run"] = result.seconds
     assert result.changed() == 0, {h: s for h, s in result.stats.items() if s.get("changed")}
+
+
+# ---- upgrade.yml: the preflight --------------------------------------------------------------------------
+
+NEWEST = kubernetes_versions(VERSIONS)[0]
+
+
+def test_upgrade_check_mode_prints_the_plan_and_changes_nothing(cluster):
+    stamp_hosts()
+    result = play(UPGRADE, check=True, anvil_kubernetes_version=NEWEST)
+    ok(result)
+    assert result.changed() == 0, result.stats
+    lines = result.result("Show the plan", CP)["msg"]
+    assert lines == [
+        f"cluster: {OLD} -> {NEWEST} (minor)",
+        f"{CP} (control plane): {OLD} -> {NEWEST}",
+        *[f"{w} (worker): {OLD} -> {NEWEST}" for w in WORKERS],
+    ]
+    assert changed_since_stamp(WATCHED_CLUSTER) == {}
+
+
+def test_upgrade_stops_after_the_plan_while_the_upgrade_steps_are_not_written(cluster):
+    stamp_hosts()
+    result = play(UPGRADE, anvil_kubernetes_version=NEWEST)
+    assert result.rc != 0 and result.changed() == 0, result.stats
+    assert "cannot upgrade nodes yet; nothing was changed on any host" in json.dumps(result.data)
+    assert changed_since_stamp(WATCHED_CLUSTER) == {}
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in kubectl_json("get nodes")["items"]} == {OLD}
+
+
+def test_upgrade_to_the_running_release_has_nothing_to_do(cluster):
+    result = play(UPGRADE, anvil_kubernetes_version=OLD)
+    ok(result)
+    assert result.result("Show the plan", CP)["msg"][-1] == f"every node already runs {OLD}: nothing to upgrade"
+
+
+def test_upgrade_refuses_a_release_the_manifest_does_not_hold(cluster):
+    stamp_hosts()
+    result = play(UPGRADE, anvil_kubernetes_version="v1.36.0")
+    held = ", ".join(kubernetes_versions(VERSIONS))
+    refused(result, f"Kubernetes v1.36.0 is not a release of the versions manifest (vars/versions.yml holds {held})")
+    assert changed_since_stamp(WATCHED_CLUSTER) == {}
+
+
+def test_upgrade_refuses_a_cluster_with_a_notready_node(cluster):
+    down = WORKERS[-1]
+    sh(down, "systemctl stop kubelet")
+    try:
+        started = time.monotonic()
+        poll(lambda: not node_ready(down), 300, f"{down} to turn NotReady")
+        TIMINGS["node NotReady after its kubelet stopped"] = time.monotonic() - started
+        stamp_hosts()
+        result = play(UPGRADE, anvil_kubernetes_version=NEWEST)
+        refused(result, f"node {down} is NotReady: repair it (or remove it with remove_node.yml) before an upgrade")
+        assert changed_since_stamp(WATCHED_CLUSTER) == {}
+    finally:
+        sh(down, "systemctl start kubelet")
+    poll(lambda: node_ready(down), 300, f"{down} Ready again")
