@@ -128,7 +128,7 @@ def test_a_release_is_validated_like_a_component(manifest):
 
 def test_make_artifacts_builds_the_default_release_only_and_the_upgrade_build_adds_the_older_one(manifest):
     default = artifacts.build_targets(manifest)
-    assert {(n, e["version"]) for n, e, _ in default if n in ("kubernetes", "etcd", "coredns", "pause")} == {
+    assert {(n, e["version"]) for n, e, _binaries in default if n in ("kubernetes", "etcd", "coredns", "pause")} == {
         ("kubernetes", "v1.35.4"),
         ("etcd", "v3.6.6"),
         ("coredns", "v1.13.1"),
@@ -137,7 +137,11 @@ def test_make_artifacts_builds_the_default_release_only_and_the_upgrade_build_ad
     upgrade = artifacts.build_targets(manifest, None, artifacts.kubernetes_release_list("all", manifest))
     added = [(n, e["version"], b) for n, e, b in upgrade[len(default) :]]
     assert upgrade[: len(default)] == default
-    assert [(n, v) for n, v, _ in added] == [("kubernetes", "v1.34.7"), ("coredns", "v1.12.1"), ("etcd", "v3.6.5")]
+    assert [(n, v) for n, v, _binaries in added] == [
+        ("kubernetes", "v1.34.7"),
+        ("coredns", "v1.12.1"),
+        ("etcd", "v3.6.5"),
+    ]
     assert added[0][2] == manifest["anvil_versions"]["kubernetes"]["binaries"]
     assert added[2][2] == ["etcd", "etcdctl", "etcdutl"]
     with pytest.raises(artifacts.ManifestError, match=r"v1\.30\.0 not in the versions manifest"):
@@ -194,7 +198,7 @@ def test_the_image_builder_plans_the_older_release_images_from_its_own_binaries(
     default = [(s["name"], s["tag"]) for s in images.plan_images(manifest)]
     assert ("kube-apiserver", "v1.34.7") not in default
     plans = images.plan_all_images(manifest, ["v1.34.7"])
-    assert [(s["name"], s["tag"]) for s, _ in plans[: len(default)]] == default
+    assert [(s["name"], s["tag"]) for s, _source in plans[: len(default)]] == default
     added = {(s["name"], s["tag"]): (s, source) for s, source in plans[len(default) :]}
     assert sorted(added) == [
         ("coredns", "v1.12.1"),
@@ -212,4 +216,4 @@ def test_the_image_builder_plans_the_older_release_images_from_its_own_binaries(
     assert source["anvil_versions"]["etcd"]["version"] == "v3.6.5"
     assert images.layout_dir(spec) == anvil_env.ANVIL_CACHE / "images/etcd/3.6.5-0"
     # The default release's images come out the same as before.
-    assert [s for s, _ in plans[: len(default)]] == images.plan_images(manifest)
+    assert [s for s, _source in plans[: len(default)]] == images.plan_images(manifest)
