@@ -13,7 +13,7 @@ manifest. Python API for the other tools and tests:
     binary_path("kubernetes", "kube-apiserver")  # -> Path in the cache (may not exist yet)
 
 Older releases kept for upgrades (a component's `releases` in the manifest) are built only when asked for:
-`--kubernetes-releases v1.34.7` (or `all`) adds each named Kubernetes release and the etcd, CoreDNS and pause
+`--kubernetes-releases v1.34.12` (or `all`) adds each named Kubernetes release and the etcd, CoreDNS and pause
 versions it expects (`make artifacts-upgrade`); their sha256 are written into the release's own block.
 
 CLI:
@@ -530,7 +530,7 @@ def _go_build(work: Path, source: Dict[str, Any], *, version: str, binaries, out
 
 
 def kubernetes_release_list(spec: Optional[str], manifest: Dict[str, Any]) -> List[str]:
-    """ "all" or "v1.34.7,v1.35.4" -> the Kubernetes versions (each one the manifest holds); None -> []."""
+    """ "all" or "v1.34.12,v1.35.4" -> the Kubernetes versions (each one the manifest holds); None -> []."""
     if not spec:
         return []
     held = releases.kubernetes_versions(manifest["anvil_versions"])
@@ -793,7 +793,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--no-write-manifest", action="store_true", help="do not record sha256 in the manifest")
     b.add_argument(
         "--kubernetes-releases",
-        help="also these Kubernetes releases ('all' or v1.34.7,...) and the etcd/coredns/pause each expects",
+        help="also these Kubernetes releases ('all' or v1.34.12,...) and the etcd/coredns/pause each expects",
     )
     f = sub.add_parser("files", help="copy the files components ship in their Go modules (CRDs, manifests), no build")
     f.add_argument("--only", help="comma-separated components (default: every component with module_files)")
@@ -802,7 +802,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("binary")
     t = sub.add_parser("table", help="versions, sizes and sha256 of the cached binaries")
     t.add_argument("--json", action="store_true")
-    t.add_argument("--kubernetes-releases", help="also these Kubernetes releases ('all' or v1.34.7,...)")
+    t.add_argument("--kubernetes-releases", help="also these Kubernetes releases ('all' or v1.34.12,...)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":

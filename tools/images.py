@@ -8,7 +8,7 @@ under $ANVIL_CACHE/images/<name>/<tag>/ and copied to a registry with skopeo (De
 no hand-written registry client).
 
 Images of older Kubernetes releases (the manifest's `releases`) are built, verified, pushed and listed only
-when asked for with `--kubernetes-releases v1.34.7` (or `all`): the release's control-plane images and the
+when asked for with `--kubernetes-releases v1.34.12` (or `all`): the release's control-plane images and the
 etcd, CoreDNS and pause images it expects, each under its own tag.
 
 CLI:
@@ -420,7 +420,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if name in ("push", "list"):
             p.add_argument("--repo", default=DEFAULT_REPO)
         p.add_argument(
-            "--kubernetes-releases", help="also the images of these Kubernetes releases ('all' or v1.34.7,...)"
+            "--kubernetes-releases", help="also the images of these Kubernetes releases ('all' or v1.34.12,...)"
         )
     args = parser.parse_args(argv)
     manifest = load_manifest()

@@ -55,7 +55,7 @@ CP, WORKERS = "up-cp1", ("up-w1", "up-w2")
 NODES = (CP, *WORKERS)
 KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf --request-timeout=20s"
 VERSIONS = yaml.safe_load((REPO_ROOT / "vars" / "versions.yml").read_text())["anvil_versions"]
-# The release this module deploys: the newest one older than the default (v1.34.7 against v1.35.4).
+# The release this module deploys: the newest one older than the default (v1.34.12 against v1.35.4).
 OLD = kubernetes_versions(VERSIONS)[1]
 RELEASE = kubernetes_release(VERSIONS, OLD)
 IMAGES = f"{MIRROR_ADDR}:5000/anvil"

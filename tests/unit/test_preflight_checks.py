@@ -64,7 +64,7 @@ def good():
         "cni": "flannel",
         "control_plane_endpoint": "127.0.0.1:8443",
         "kubernetes_version": "v1.35.4",
-        "kubernetes_releases": ["v1.35.4", "v1.34.7"],
+        "kubernetes_releases": ["v1.35.4", "v1.34.12"],
         "reserved_cidrs": ["198.18.0.0/15"],
         "groups": {"control_plane": ["cp1"], "workers": ["w1", "w2"]},
         "controller_time_before": NOW,
@@ -254,7 +254,7 @@ BAD = {
         _cluster("kubernetes_version", "v1.33.2"),
         "version_skew",
         None,
-        "v1.33.2 is not a Kubernetes release of the versions manifest (vars/versions.yml holds v1.35.4, v1.34.7)",
+        "v1.33.2 is not a Kubernetes release of the versions manifest (vars/versions.yml holds v1.35.4, v1.34.12)",
     ),
     "kubelet newer than target": (
         mutate_hosts(_installed_newer_kubelet),
@@ -380,7 +380,7 @@ def test_older_kubelet_within_skew_only_warns():
 
 def test_an_older_release_of_the_manifest_is_a_valid_target():
     hosts, cluster = good()
-    cluster["kubernetes_version"] = "v1.34.7"
+    cluster["kubernetes_version"] = "v1.34.12"
     assert problems_of(hosts, cluster) == []
 
 
