@@ -57,8 +57,8 @@ integration: setup ## modules through Ansible against a real kube-apiserver + et
 # Two pytest-xdist workers: the node lifecycle tests (a testbed instance of their own) run next to the tests of
 # the shared testbed (tests/e2e/conftest.py groups them); the 20 slowest tests are listed at the end.
 E2E_ARGS ?= -n 2 --dist loadgroup --durations 20 -v
-e2e: setup ## roles and playbooks on testbed machines (without the tests of make e2e-ha and make e2e-registry)
-	bash scripts/pytest.sh tests/e2e -m "not ha and not registry_cluster and not awx" $(E2E_ARGS)
+e2e: setup ## roles and playbooks on testbed machines (without the tests of make e2e-ha, -registry, -awx, -upgrade)
+	bash scripts/pytest.sh tests/e2e -m "not ha and not registry_cluster and not awx and not upgrade" $(E2E_ARGS)
 
 # make test: the e2e suite spends most of its time waiting for testbed machines, so the checks (lint, sanity,
 # unit, integration) run beside it, two jobs at a time, each output line whole (-Oline). The artifacts come

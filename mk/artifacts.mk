@@ -1,6 +1,6 @@
 # Artifacts, OCI images and the offline mirror (see docs/offline-mirror.md).
 # Outputs live under $(ANVIL_CACHE) (outside the repository), keyed by version; re-runs are fast.
-.PHONY: artifacts artifacts-api artifacts-helm artifacts-files artifacts-table images mirror-up mirror-down mirror-status
+.PHONY: artifacts artifacts-upgrade artifacts-api artifacts-helm artifacts-files artifacts-table images mirror-up mirror-down mirror-status
 
 ANVIL_BUILD_JOBS ?= 2
 export ANVIL_BUILD_JOBS
@@ -8,6 +8,11 @@ export ANVIL_BUILD_JOBS
 artifacts: setup ## build every binary of vars/versions.yml into $ANVIL_CACHE, then the OCI images
 	$(BIN)/python tools/artifacts.py build
 	$(BIN)/python tools/images.py build
+
+# Older Kubernetes releases (the manifest's `releases`) are for the upgrade tests only: `make test` never builds them.
+artifacts-upgrade: setup ## `make artifacts` plus every older Kubernetes release of the manifest, with the etcd/CoreDNS/pause each expects
+	$(BIN)/python tools/artifacts.py build --kubernetes-releases all
+	$(BIN)/python tools/images.py build --kubernetes-releases all
 
 artifacts-api: setup ## only what a local API server needs (etcd, kube-apiserver/-controller-manager/-scheduler, kubectl, kwok)
 	$(BIN)/python tools/artifacts.py build --api
@@ -35,3 +40,4 @@ mirror-status: ## show whether the mirror is serving
 
 # e2e tests install clusters from the mirror: every binary and image must be built (cached) first.
 e2e e2e-cluster e2e-ha e2e-registry e2e-awx bench: artifacts
+e2e-upgrade: artifacts-upgrade

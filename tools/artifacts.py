@@ -12,8 +12,13 @@ manifest. Python API for the other tools and tests:
     from tools.artifacts import binary_path
     binary_path("kubernetes", "kube-apiserver")  # -> Path in the cache (may not exist yet)
 
+Older releases kept for upgrades (a component's `releases` in the manifest) are built only when asked for:
+`--kubernetes-releases v1.34.12` (or `all`) adds each named Kubernetes release and the etcd, CoreDNS and pause
+versions it expects (`make artifacts-upgrade`); their sha256 are written into the release's own block.
+
 CLI:
     python tools/artifacts.py build [--only etcd,kwok,kubernetes/kube-apiserver] [--force]
+    python tools/artifacts.py build --kubernetes-releases all
     python tools/artifacts.py path <component> <binary>
     python tools/artifacts.py table
 """
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -61,6 +67,19 @@ GO = os.environ.get("GO") or shutil.which("go") or "/usr/local/go/bin/go"
 
 class ManifestError(ValueError):
     """The versions manifest is malformed; the message lists every problem found."""
+
+
+def _collection_module_utils(name: str):
+    """A pure module of the collection (plugins/module_utils/<name>.py), loaded from this checkout: the
+    builders and the roles share one implementation of what a release is."""
+    path = anvil_env.REPO_ROOT / "plugins" / "module_utils" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"anvil_cluster_module_utils_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+releases = _collection_module_utils("kubernetes_releases")
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,59 +122,87 @@ def validate_manifest(data: Any) -> List[str]:
         if not isinstance(comp, dict):
             problems.append(f"{where}: must be a mapping")
             continue
-        version = comp.get("version")
-        if not isinstance(version, str) or not version.strip():
-            problems.append(f"{where}.version: a non-empty string is required (quote numeric versions)")
-        source = comp.get("source")
-        if not isinstance(source, dict) or source.get("type") not in SOURCE_TYPES:
-            problems.append(f"{where}.source.type: one of {', '.join(SOURCE_TYPES)} is required")
-            continue
-        binaries = comp.get("binaries")
-        if not isinstance(binaries, list) or not all(isinstance(b, str) and b for b in binaries):
-            problems.append(f"{where}.binaries: a list of file names is required (may be empty)")
-            binaries = []
-        if len(set(binaries)) != len(binaries):
-            problems.append(f"{where}.binaries: duplicate names")
-        stype = source["type"]
-        if stype == "go":
-            if not source.get("module"):
-                problems.append(f"{where}.source.module: required for type go")
-            packages = source.get("packages")
-            if not isinstance(packages, dict) or not packages:
-                problems.append(f"{where}.source.packages: a mapping binary -> Go package is required")
-            elif sorted(packages) != sorted(binaries):
-                problems.append(f"{where}: source.packages keys must equal binaries")
-            problems += _validate_sums(where, source)
-        elif stype == "own" and not source.get("path"):
-            problems.append(f"{where}.source.path: required for type own")
-        elif stype == "deb" and not source.get("package"):
-            problems.append(f"{where}.source.package: required for type deb")
-        if stype in BUILDABLE and not binaries:
-            problems.append(f"{where}.binaries: a buildable component must list its binaries")
-        sha = comp.get("sha256")
-        if sha is not None:
-            if not isinstance(sha, dict):
-                problems.append(f"{where}.sha256: must be a mapping binary -> sha256")
-            else:
-                for b, digest in sha.items():
-                    if b not in binaries:
-                        problems.append(f"{where}.sha256.{b}: not one of the component's binaries")
-                    if not isinstance(digest, str) or not _SHA256_RE.match(digest):
-                        problems.append(f"{where}.sha256.{b}: not a lower-case hex sha256")
-        for img in component_images(comp):
-            if not isinstance(img, dict) or not img.get("name") or img.get("tag") in (None, ""):
-                problems.append(f"{where}: each image needs a name and a tag")
-                continue
-            if not isinstance(img["tag"], str):
-                problems.append(f"{where}: image {img['name']} tag must be a string (quote it)")
-            if img.get("binary") and img["binary"] not in binaries:
-                problems.append(f"{where}: image {img['name']} binary {img['binary']} is not listed in binaries")
-            if img["name"] in image_names:
-                problems.append(f"{where}: image name {img['name']} also used by {image_names[img['name']]}")
-            image_names[img["name"]] = name
+        problems += _component_problems(name, where, comp, image_names)
+        if isinstance(comp.get("releases"), dict) and "version" in comp:
+            default_images = {(i.get("name"), i.get("tag")) for i in component_images(comp) if isinstance(i, dict)}
+            for version in comp["releases"]:
+                rwhere = f"{where}.releases.{version}"
+                try:
+                    entry = releases.component_at(versions, name, version)
+                except releases.ReleaseError as exc:
+                    problems.append(f"{rwhere}: {exc}")
+                    continue
+                problems += _component_problems(name, rwhere, entry, None)
+                for img in component_images(entry):
+                    if isinstance(img, dict) and (img.get("name"), img.get("tag")) in default_images:
+                        problems.append(
+                            f"{rwhere}: image {img['name']}:{img['tag']} is also the default's (give it its own tag)"
+                        )
+    problems += releases.release_problems(versions)
     apt = data.get("anvil_apt_packages", [])
     if not isinstance(apt, list) or not all(isinstance(p, str) and p for p in apt):
         problems.append("anvil_apt_packages: a list of Debian package names is required")
+    return problems
+
+
+def _component_problems(
+    name: str, where: str, comp: Dict[str, Any], image_names: Optional[Dict[str, str]]
+) -> List[str]:
+    """Problems of one component entry (or of a release merged over it; `image_names` None: not checked for
+    image names used by other components, a release reuses its own component's names)."""
+    problems: List[str] = []
+    version = comp.get("version")
+    if not isinstance(version, str) or not version.strip():
+        problems.append(f"{where}.version: a non-empty string is required (quote numeric versions)")
+    source = comp.get("source")
+    if not isinstance(source, dict) or source.get("type") not in SOURCE_TYPES:
+        problems.append(f"{where}.source.type: one of {', '.join(SOURCE_TYPES)} is required")
+        return problems
+    binaries = comp.get("binaries")
+    if not isinstance(binaries, list) or not all(isinstance(b, str) and b for b in binaries):
+        problems.append(f"{where}.binaries: a list of file names is required (may be empty)")
+        binaries = []
+    if len(set(binaries)) != len(binaries):
+        problems.append(f"{where}.binaries: duplicate names")
+    stype = source["type"]
+    if stype == "go":
+        if not source.get("module"):
+            problems.append(f"{where}.source.module: required for type go")
+        packages = source.get("packages")
+        if not isinstance(packages, dict) or not packages:
+            problems.append(f"{where}.source.packages: a mapping binary -> Go package is required")
+        elif sorted(packages) != sorted(binaries):
+            problems.append(f"{where}: source.packages keys must equal binaries")
+        problems += _validate_sums(where, source)
+    elif stype == "own" and not source.get("path"):
+        problems.append(f"{where}.source.path: required for type own")
+    elif stype == "deb" and not source.get("package"):
+        problems.append(f"{where}.source.package: required for type deb")
+    if stype in BUILDABLE and not binaries:
+        problems.append(f"{where}.binaries: a buildable component must list its binaries")
+    sha = comp.get("sha256")
+    if sha is not None:
+        if not isinstance(sha, dict):
+            problems.append(f"{where}.sha256: must be a mapping binary -> sha256")
+        else:
+            for b, digest in sha.items():
+                if b not in binaries:
+                    problems.append(f"{where}.sha256.{b}: not one of the component's binaries")
+                if not isinstance(digest, str) or not _SHA256_RE.match(digest):
+                    problems.append(f"{where}.sha256.{b}: not a lower-case hex sha256")
+    for img in component_images(comp):
+        if not isinstance(img, dict) or not img.get("name") or img.get("tag") in (None, ""):
+            problems.append(f"{where}: each image needs a name and a tag")
+            continue
+        if not isinstance(img["tag"], str):
+            problems.append(f"{where}: image {img['name']} tag must be a string (quote it)")
+        if img.get("binary") and img["binary"] not in binaries:
+            problems.append(f"{where}: image {img['name']} binary {img['binary']} is not listed in binaries")
+        if image_names is None:
+            continue
+        if img["name"] in image_names:
+            problems.append(f"{where}: image name {img['name']} also used by {image_names[img['name']]}")
+        image_names[img["name"]] = name
     return problems
 
 
@@ -482,10 +529,50 @@ def _go_build(work: Path, source: Dict[str, Any], *, version: str, binaries, out
 # --------------------------------------------------------------------------------------------
 
 
-def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, write_manifest: bool = True) -> int:
-    manifest = load_manifest()
+def kubernetes_release_list(spec: Optional[str], manifest: Dict[str, Any]) -> List[str]:
+    """ "all" or "v1.34.12,v1.35.4" -> the Kubernetes versions (each one the manifest holds); None -> []."""
+    if not spec:
+        return []
+    held = releases.kubernetes_versions(manifest["anvil_versions"])
+    wanted = held if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    unknown = [v for v in wanted if v not in held]
+    if unknown:
+        raise ManifestError(f"Kubernetes {', '.join(unknown)} not in the versions manifest; it holds {', '.join(held)}")
+    return wanted
+
+
+Target = Tuple[str, Dict[str, Any], List[str]]
+
+
+def build_targets(
+    manifest: Dict[str, Any], selection: Optional[str] = None, kubernetes: Iterable[str] = ()
+) -> List[Target]:
+    """What to build, as (component, entry, binaries): the selection at each component's default version, then
+    for each Kubernetes release the components it deploys at the versions it has or expects (each component
+    version once). An entry is the component itself or one of its releases merged over it."""
     versions = manifest["anvil_versions"]
-    wanted = parse_selection(selection, manifest)
+    by_comp: Dict[str, List[str]] = {}
+    for comp, binary in parse_selection(selection, manifest):
+        by_comp.setdefault(comp, []).append(binary)
+    targets: List[Target] = [(name, versions[name], binaries) for name, binaries in by_comp.items()]
+    seen = {(name, versions[name]["version"]) for name in by_comp}
+    for version in kubernetes:
+        for name, entry in releases.kubernetes_release(versions, version).items():
+            if (name, entry["version"]) not in seen:
+                seen.add((name, entry["version"]))
+                targets.append((name, entry, list(entry.get("binaries") or [])))
+    return targets
+
+
+def build(
+    selection: Optional[str] = None,
+    force: bool = False,
+    jobs: int = 2,
+    write_manifest: bool = True,
+    kubernetes: Iterable[str] = (),
+) -> int:
+    manifest = load_manifest()
+    targets = build_targets(manifest, selection, kubernetes)
     gover = go_version()
     want_go = manifest.get("anvil_build_go")
     if want_go and want_go != gover:
@@ -494,11 +581,7 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
     log_dir.mkdir(parents=True, exist_ok=True)
     t_all = time.monotonic()
     failures: List[str] = []
-    by_comp: Dict[str, List[str]] = {}
-    for comp, binary in wanted:
-        by_comp.setdefault(comp, []).append(binary)
-    for name, binaries in by_comp.items():
-        comp = versions[name]
+    for name, comp, binaries in targets:
         stype = comp["source"]["type"]
         if stype not in BUILDABLE:
             why = "Debian package (served by the mirror's apt repo)" if stype == "deb" else "not buildable here"
@@ -521,14 +604,14 @@ def build(selection: Optional[str] = None, force: bool = False, jobs: int = 2, w
                 builder = build_go if stype == "go" else build_own
                 builder(name, comp, binaries=todo, out_dir=out_dir, jobs=jobs, log=log)
         except (RuntimeError, subprocess.CalledProcessError) as exc:
-            failures.append(name)
+            failures.append(f"{name} {comp['version']}")
             print(f"[FAIL ] {name} {comp['version']}: {exc}", flush=True)
             continue
         for b in todo:
             _stamp_path(out_dir, b).write_text(recipes[b] + "\n")
         wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
         print(f"[done ] {name} {comp['version']}: {len(todo)} binaries in {wall:.0f}s (cpu {cpu:.0f}s)", flush=True)
-    rows = table_rows(manifest, wanted)
+    rows = target_rows(targets)
     print_table(rows)
     if write_manifest:
         changed = update_manifest_sha256(anvil_env.VERSIONS_FILE, rows)
@@ -577,16 +660,21 @@ def _children_cpu() -> float:
 
 
 def table_rows(manifest: Dict[str, Any], wanted: Iterable[Tuple[str, str]]) -> List[Dict[str, Any]]:
+    versions = manifest["anvil_versions"]
+    return target_rows([(name, versions[name], [binary]) for name, binary in wanted])
+
+
+def target_rows(targets: Iterable[Target]) -> List[Dict[str, Any]]:
     rows = []
-    for name, binary in wanted:
-        comp = manifest["anvil_versions"][name]
-        path = component_dir(name, comp["version"]) / binary
-        row = {"component": name, "version": comp["version"], "binary": binary, "path": str(path)}
-        if path.is_file():
-            row.update(size=path.stat().st_size, sha256=sha256_file(path))
-        else:
-            row.update(size=None, sha256=None)
-        rows.append(row)
+    for name, comp, binaries in targets:
+        for binary in binaries:
+            path = component_dir(name, comp["version"]) / binary
+            row = {"component": name, "version": comp["version"], "binary": binary, "path": str(path)}
+            if path.is_file():
+                row.update(size=path.stat().st_size, sha256=sha256_file(path))
+            else:
+                row.update(size=None, sha256=None)
+            rows.append(row)
     return rows
 
 
@@ -614,21 +702,26 @@ def update_manifest_sha256(path: Path, rows: List[Dict[str, Any]]) -> int:
     """
     text = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
     current = yaml.safe_load("".join(text))["anvil_versions"]
-    new: Dict[str, Dict[str, str]] = {}
+    new: Dict[Tuple[str, str], Dict[str, str]] = {}
     for r in rows:
         if r["sha256"]:
-            new.setdefault(r["component"], {})[r["binary"]] = r["sha256"]
+            key = (r["component"], r.get("version") or current[r["component"]]["version"])
+            new.setdefault(key, {})[r["binary"]] = r["sha256"]
     changed = 0
-    for comp, digests in new.items():
-        old = dict(current[comp].get("sha256") or {})
+    for (comp, version), digests in new.items():
+        entry = releases.component_at(current, comp, version)
+        old = dict(entry.get("sha256") or {})
         merged = dict(old)
         merged.update(digests)
-        binaries = current[comp]["binaries"]
+        binaries = entry["binaries"]
         merged = {b: merged[b] for b in binaries if b in merged}
         if merged == old:
             continue
         changed += sum(1 for b in merged if old.get(b) != merged[b])
-        text = _replace_sha_block(text, comp, render_sha256_block(merged))
+        if version == str(current[comp]["version"]):
+            text = _replace_sha_block(text, comp, render_sha256_block(merged))
+        else:
+            text = _replace_release_sha_block(text, comp, version, render_sha256_block(merged, indent=" " * 8))
     if changed:
         tmp = Path(str(path) + ".tmp")
         tmp.write_text("".join(text), encoding="utf-8")
@@ -656,6 +749,39 @@ def _replace_sha_block(lines: List[str], comp: str, block: List[str]) -> List[st
     raise ManifestError(f"component {comp} has no 'sha256:' key; add 'sha256: {{}}' to it")
 
 
+def _replace_release_sha_block(lines: List[str], comp: str, version: str, block: List[str]) -> List[str]:
+    """The `sha256:` block of release `version` under the component's `releases:` (keys at 6 spaces, the
+    release's own keys at 8)."""
+    where = f"release {version} of component {comp}"
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == f"  {comp}:"), None)
+    if start is None:
+        raise ManifestError(f"component {comp} not found as '  {comp}:' in the manifest")
+    heads = {f"      {version}:", f'      "{version}":', f"      '{version}':"}
+    in_releases = False
+    release_at = None
+    for j in range(start + 1, len(lines)):
+        line = lines[j]
+        if line.strip() and not line.startswith("   ") and not line.startswith("#"):
+            break  # the next component
+        if line.rstrip() == "    releases:":
+            in_releases = True
+        elif in_releases and line.rstrip() in heads:
+            release_at = j
+            break
+    if release_at is None:
+        raise ManifestError(f"{where} not found as '      {version}:' under '    releases:' in the manifest")
+    for j in range(release_at + 1, len(lines)):
+        line = lines[j]
+        if line.strip() and not line.startswith("        ") and not line.lstrip().startswith("#"):
+            break  # the next release or component key
+        if line.startswith("        sha256:"):
+            end = j + 1
+            while end < len(lines) and lines[end].startswith("          "):
+                end += 1
+            return lines[:j] + block + lines[end:]
+    raise ManifestError(f"{where} has no 'sha256:' key; add 'sha256: {{}}' to it")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -665,6 +791,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     b.add_argument("--force", action="store_true", help="rebuild even when cached")
     b.add_argument("--jobs", type=int, default=int(os.environ.get("ANVIL_BUILD_JOBS", "2")))
     b.add_argument("--no-write-manifest", action="store_true", help="do not record sha256 in the manifest")
+    b.add_argument(
+        "--kubernetes-releases",
+        help="also these Kubernetes releases ('all' or v1.34.12,...) and the etcd/coredns/pause each expects",
+    )
     f = sub.add_parser("files", help="copy the files components ship in their Go modules (CRDs, manifests), no build")
     f.add_argument("--only", help="comma-separated components (default: every component with module_files)")
     p = sub.add_parser("path", help="print the cache path of a binary")
@@ -672,12 +802,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("binary")
     t = sub.add_parser("table", help="versions, sizes and sha256 of the cached binaries")
     t.add_argument("--json", action="store_true")
+    t.add_argument("--kubernetes-releases", help="also these Kubernetes releases ('all' or v1.34.12,...)")
     args = parser.parse_args(argv)
     try:
         if args.cmd == "build":
             selection = ",".join(API_SELECTION) if args.api else args.only
+            kubernetes = kubernetes_release_list(args.kubernetes_releases, load_manifest())
             with anvil_env.build_lock("artifacts build"):
-                return build(selection, force=args.force, jobs=args.jobs, write_manifest=not args.no_write_manifest)
+                return build(
+                    selection,
+                    force=args.force,
+                    jobs=args.jobs,
+                    write_manifest=not args.no_write_manifest,
+                    kubernetes=kubernetes,
+                )
         if args.cmd == "files":
             with anvil_env.build_lock("artifacts files"):
                 return module_files(args.only)
@@ -685,13 +823,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(binary_path(args.component, args.binary))
             return 0
         manifest = load_manifest()
-        rows = table_rows(manifest, parse_selection(None, manifest))
+        rows = target_rows(build_targets(manifest, None, kubernetes_release_list(args.kubernetes_releases, manifest)))
         if args.json:
             print(json.dumps(rows, indent=2))
         else:
             print_table(rows)
         return 0
-    except (ManifestError, KeyError) as exc:
+    except (ManifestError, KeyError, releases.ReleaseError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -7,8 +7,12 @@ iptables/nft; flannel's init containers run `cp`). Images are assembled with umo
 under $ANVIL_CACHE/images/<name>/<tag>/ and copied to a registry with skopeo (Debian packages;
 no hand-written registry client).
 
+Images of older Kubernetes releases (the manifest's `releases`) are built, verified, pushed and listed only
+when asked for with `--kubernetes-releases v1.34.12` (or `all`): the release's control-plane images and the
+etcd, CoreDNS and pause images it expects, each under its own tag.
+
 CLI:
-    python tools/images.py build [--only kube-apiserver,pause] [--force]
+    python tools/images.py build [--only kube-apiserver,pause] [--force] [--kubernetes-releases all]
     python tools/images.py verify [--only ...]   # inspect config + run the binary's --version in a chroot
     python tools/images.py push --registry 127.0.0.1:5000 [--repo anvil]
     python tools/images.py list [--repo 198.18.0.1:5000/anvil]
@@ -26,13 +30,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 if __package__ in (None, ""):  # run as a script: make `tools` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tools import anvil_env
-from tools.artifacts import component_dir, component_images, load_manifest
+from tools.artifacts import component_dir, component_images, kubernetes_release_list, load_manifest, releases
 
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Fixed timestamps so that the same inputs give the same layer and config (2026-01-01T00:00:00Z).
@@ -95,6 +99,34 @@ def plan_images(manifest: Dict[str, Any]) -> List[Dict[str, Any]]:
                 }
             )
     return specs
+
+
+def release_manifest(manifest: Dict[str, Any], version: str) -> Dict[str, Any]:
+    """The manifest as Kubernetes `version` deploys it: its components (kubernetes, etcd, coredns, pause) at the
+    versions that release has or expects, every other component as it is."""
+    view = dict(manifest)
+    view["anvil_versions"] = {
+        **manifest["anvil_versions"],
+        **releases.kubernetes_release(manifest["anvil_versions"], version),
+    }
+    return view
+
+
+def plan_all_images(
+    manifest: Dict[str, Any], kubernetes: List[str] = ()
+) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """(spec, manifest it is built from) of every default image, then of each image the given Kubernetes
+    releases add (an image name and tag once)."""
+    plans = [(spec, manifest) for spec in plan_images(manifest)]
+    seen = {(s["name"], s["tag"]) for s, _ in plans}
+    for version in kubernetes:
+        view = release_manifest(manifest, version)
+        own = set(releases.kubernetes_release(manifest["anvil_versions"], version))
+        for spec in plan_images(view):
+            if spec["component"] in own and (spec["name"], spec["tag"]) not in seen:
+                seen.add((spec["name"], spec["tag"]))
+                plans.append((spec, view))
+    return plans
 
 
 def _default_version_args(name: str) -> List[str]:
@@ -363,14 +395,16 @@ def push_image(spec: Dict[str, Any], registry: str, repo: str = DEFAULT_REPO) ->
     return dest[len("docker://") :]
 
 
-def select(specs: List[Dict[str, Any]], only: Optional[str]) -> List[Dict[str, Any]]:
+def select(specs: List[Any], only: Optional[str]) -> List[Any]:
+    """The specs (or (spec, manifest) pairs) of the named images; all when `only` is empty."""
     if not only:
         return specs
+    spec_of = (lambda s: s[0]) if specs and isinstance(specs[0], tuple) else (lambda s: s)
     names = {s.strip() for s in only.split(",") if s.strip()}
-    unknown = names - {s["name"] for s in specs}
+    unknown = names - {spec_of(s)["name"] for s in specs}
     if unknown:
         raise SystemExit(f"unknown image(s): {', '.join(sorted(unknown))}")
-    return [s for s in specs if s["name"] in names]
+    return [s for s in specs if spec_of(s)["name"] in names]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -385,6 +419,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.add_argument("--registry", default=f"127.0.0.1:{anvil_env.ANVIL_REGISTRY_PORT}")
         if name in ("push", "list"):
             p.add_argument("--repo", default=DEFAULT_REPO)
+        p.add_argument(
+            "--kubernetes-releases", help="also the images of these Kubernetes releases ('all' or v1.34.12,...)"
+        )
     args = parser.parse_args(argv)
     if args.cmd == "build":
         with anvil_env.build_lock("images build"):
@@ -394,14 +431,14 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     manifest = load_manifest()
-    specs = select(plan_images(manifest), args.only)
+    plans = select(plan_all_images(manifest, kubernetes_release_list(args.kubernetes_releases, manifest)), args.only)
     failed = []
-    for spec in specs:
+    for spec, source in plans:
         t0 = time.monotonic()
         label = f"{spec['name']}:{spec['tag']}"
         try:
             if args.cmd == "build":
-                state = build_image(spec, manifest, force=args.force)
+                state = build_image(spec, source, force=args.force)
                 size = sum(f.stat().st_size for f in (layout_dir(spec) / "blobs").rglob("*") if f.is_file())
                 print(f"[{state:<6}] {label:<36} {size / 1e6:6.1f}MB  {time.monotonic() - t0:5.1f}s", flush=True)
             elif args.cmd == "verify":

@@ -12,6 +12,7 @@ the request path) and a docker-registry sharing one storage directory. Pushes go
                                     # waits until every endpoint answers, pushes the built images
     python tools/mirror.py down     # stops every mirror process (and their process groups)
     python tools/mirror.py status   # exit 0 when everything answers
+    python tools/mirror.py push     # push the built images the running registry lacks (after make artifacts-upgrade)
 
 Settings (environment): ANVIL_MIRROR_ADDRS (default "127.0.0.1,<bridge address>"),
 ANVIL_MIRROR_HTTP_PORT (8080), ANVIL_REGISTRY_PORT (5000), ANVIL_CACHE, ANVIL_STATE.
@@ -275,17 +276,27 @@ def wait_ready(svcs: Dict[str, Dict], timeout: float = 30.0) -> List[str]:
 
 
 def push_images(registry: str) -> None:
-    """Push every built image once; a stamp in the registry storage remembers what is there."""
+    """Push every built image once; a stamp in the registry storage remembers what is there.
+
+    The images of the manifest's older Kubernetes releases are pushed when they are built
+    (`make artifacts-upgrade`); when they are not, one line says so."""
     from tools import images
+    from tools.artifacts import releases
 
     manifest = load_manifest()
     stamp_file = REGISTRY_ROOT / ".anvil-pushed.json"
     pushed = json.loads(stamp_file.read_text()) if stamp_file.exists() else {}
-    for spec in images.plan_images(manifest):
+    default = {(s["name"], s["tag"]) for s in images.plan_images(manifest)}
+    older = releases.kubernetes_versions(manifest["anvil_versions"])[1:]
+    not_built = []
+    for spec, _source in images.plan_all_images(manifest, older):
         index = images.layout_dir(spec) / "index.json"
         ref = f"{spec['name']}:{spec['tag']}"
         if not index.exists():
-            print(f"registry: {ref} not built (run `make images`); skipped", flush=True)
+            if (spec["name"], spec["tag"]) in default:
+                print(f"registry: {ref} not built (run `make images`); skipped", flush=True)
+            else:
+                not_built.append(ref)
             continue
         digest = hashlib.sha256(index.read_bytes()).hexdigest()
         if pushed.get(ref) == digest:
@@ -295,6 +306,12 @@ def push_images(registry: str) -> None:
         pushed[ref] = digest
         stamp_file.write_text(json.dumps(pushed, indent=1, sort_keys=True))
         print(f"registry: pushed {dest} in {time.monotonic() - t0:.1f}s", flush=True)
+    if not_built:
+        print(
+            f"registry: {len(not_built)} images of Kubernetes {', '.join(older)} not built "
+            "(`make artifacts-upgrade` builds them); skipped",
+            flush=True,
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -348,6 +365,15 @@ def cmd_status(_args) -> int:
     return 0 if ok else 3
 
 
+def cmd_push(_args) -> int:
+    registry = {"kind": "registry", "addr": "127.0.0.1", "port": anvil_env.ANVIL_REGISTRY_PORT}
+    if not _endpoint_ok(registry):
+        print("the mirror's registry does not answer on 127.0.0.1: run `make mirror-up`", file=sys.stderr)
+        return 1
+    push_images(f"127.0.0.1:{anvil_env.ANVIL_REGISTRY_PORT}")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -355,8 +381,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     up.add_argument("--no-push", action="store_true", help="do not push the built images")
     sub.add_parser("down")
     sub.add_parser("status")
+    sub.add_parser("push", help="push the built images the running registry lacks")
     args = parser.parse_args(argv)
-    return {"up": cmd_up, "down": cmd_down, "status": cmd_status}[args.cmd](args)
+    return {"up": cmd_up, "down": cmd_down, "status": cmd_status, "push": cmd_push}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ DEFAULTS = {
     "cni": "calico",
     "control_plane_endpoint": "127.0.0.1:8443",
     "kubernetes_version": None,
+    # The versions the target may be (the versions manifest's releases); empty: any valid version.
+    "kubernetes_releases": [],
     "reserved_cidrs": [],
     "allow_swap": False,
     "supported_os": {"debian": ["12", "13"]},
@@ -79,7 +81,8 @@ CHECKS = {
     "cni": "the CNI is a known, implemented choice, and the one a running cluster already has",
     "cni_ports_free": "the CNI's VXLAN UDP port is free (or held by this cluster's own VXLAN device)",
     "network_cidrs": "pod/service CIDRs valid, large enough and overlapping neither each other nor host networks",
-    "version_skew": "the target Kubernetes version is valid and installed kubelets are within the skew policy",
+    "version_skew": "the target Kubernetes version is valid, one the versions manifest holds, and installed kubelets "
+    "are within the skew policy",
     "os_supported": "operating system family and version are supported",
     "resources": "CPU and memory minimums per role",
     "swap": "no active swap unless explicitly allowed",
@@ -322,6 +325,16 @@ def check_version_skew(cluster, hosts, report):
             None,
             "the Kubernetes version %r from vars/versions.yml is not a valid version"
             % (cluster.get("kubernetes_version"),),
+        )
+        return
+    releases = [str(v) for v in cluster.get("kubernetes_releases") or []]
+    if releases and str(cluster.get("kubernetes_version")) not in releases:
+        report.problem(
+            "version_skew",
+            None,
+            "anvil_kubernetes_version %s is not a Kubernetes release of the versions manifest (vars/versions.yml "
+            "holds %s): choose one of those, or add the release to the manifest and build it"
+            % (cluster.get("kubernetes_version"), ", ".join(releases)),
         )
         return
     max_skew = int(cluster.get("max_kubelet_skew", 3))

@@ -67,14 +67,16 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
 
 # Marks of tests that boot a testbed of their own shape: `ha` (3 control planes), `registry_cluster` (a
-# cluster that runs from the private registry, on hosts the shared cluster must not be on) and `awx` (jobs
-# run by ansible-runner in the anvil-ee image, on a testbed instance of their own).
-OWN_TESTBED = ("ha", "registry_cluster", "awx")
+# cluster that runs from the private registry, on hosts the shared cluster must not be on), `awx` (jobs
+# run by ansible-runner in the anvil-ee image, on a testbed instance of their own) and `upgrade` (a cluster
+# of the older Kubernetes release on a testbed instance of its own; its images are built by
+# `make artifacts-upgrade` only).
+OWN_TESTBED = ("ha", "registry_cluster", "awx", "upgrade")
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Tests with an OWN_TESTBED mark never run in the same session as other tests (`make e2e` deselects
-    them; `make e2e-ha` runs -m ha, `make e2e-registry` -m registry_cluster)."""
+    them; `make e2e-ha` runs -m ha, `make e2e-registry` -m registry_cluster, `make e2e-upgrade` -m upgrade)."""
     for mark in OWN_TESTBED:
         own = [item.nodeid for item in session.items if item.get_closest_marker(mark)]
         if own and len(own) != len(session.items):

@@ -15,8 +15,10 @@ from tools import testbed as tb
 
 # e2e test modules that boot a testbed instance of their own (state directory, bridge and machine names) and
 # never use the `testbed` fixture of the shared one, by file name. `make e2e` gives each a pytest-xdist worker
-# of its own (tests/e2e/conftest.py); every other e2e test runs on the `shared` worker.
-OWN_INSTANCE_MODULES = ("test_node_lifecycle.py",)
+# of its own (tests/e2e/conftest.py); every other e2e test runs on the `shared` worker. (test_upgrade.py's tests
+# are marked `upgrade` and run only in `make e2e-upgrade`, alone; listed here so they too never touch the shared
+# testbed: tests/unit/test_e2e_groups.py checks it.)
+OWN_INSTANCE_MODULES = ("test_node_lifecycle.py", "test_upgrade.py")
 
 
 def e2e_worker_group(nodeid: str) -> str:

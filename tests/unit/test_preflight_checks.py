@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
+import yaml
+from ansible_collections.anvil.cluster.plugins.module_utils.kubernetes_releases import kubernetes_versions
 from ansible_collections.anvil.cluster.plugins.module_utils.preflight_checks import CHECKS, evaluate, format_problems
+
+VERSIONS = yaml.safe_load((Path(__file__).resolve().parents[2] / "vars" / "versions.yml").read_text())["anvil_versions"]
 
 NOW = 1_800_000_000.0
 
@@ -59,6 +64,7 @@ def good():
         "cni": "flannel",
         "control_plane_endpoint": "127.0.0.1:8443",
         "kubernetes_version": "v1.35.4",
+        "kubernetes_releases": ["v1.35.4", "v1.34.12"],
         "reserved_cidrs": ["198.18.0.0/15"],
         "groups": {"control_plane": ["cp1"], "workers": ["w1", "w2"]},
         "controller_time_before": NOW,
@@ -244,6 +250,12 @@ BAD = {
         "host:port",
     ),
     "bad Kubernetes version": (_cluster("kubernetes_version", "latest"), "version_skew", None, "not a valid version"),
+    "Kubernetes version the manifest does not hold": (
+        _cluster("kubernetes_version", "v1.33.2"),
+        "version_skew",
+        None,
+        "v1.33.2 is not a Kubernetes release of the versions manifest (vars/versions.yml holds v1.35.4, v1.34.12)",
+    ),
     "kubelet newer than target": (
         mutate_hosts(_installed_newer_kubelet),
         "version_skew",
@@ -364,6 +376,25 @@ def test_older_kubelet_within_skew_only_warns():
     report = evaluate(hosts, cluster)
     assert report["problems"] == []
     assert report["warnings"][0]["check"] == "version_skew"
+
+
+def test_an_older_release_of_the_manifest_is_a_valid_target():
+    hosts, cluster = good()
+    cluster["kubernetes_version"] = "v1.34.12"
+    assert problems_of(hosts, cluster) == []
+
+
+def test_the_repository_manifest_releases_are_what_preflight_accepts():
+    """The role passes the manifest's releases (filter kubernetes_versions): each is accepted, others are not."""
+    releases = kubernetes_versions(VERSIONS)
+    assert releases[0] == VERSIONS["kubernetes"]["version"] and len(releases) >= 2
+    for version in releases:
+        hosts, cluster = good()
+        cluster.update(kubernetes_version=version, kubernetes_releases=releases)
+        assert problems_of(hosts, cluster) == [], version
+    hosts, cluster = good()
+    cluster.update(kubernetes_version="v1.36.0", kubernetes_releases=releases)
+    assert [p["check"] for p in problems_of(hosts, cluster)] == ["version_skew"]
 
 
 def test_input_is_not_modified():
