@@ -61,11 +61,12 @@ e2e: setup ## roles and playbooks on testbed machines (without the tests of make
 	bash scripts/pytest.sh tests/e2e -m "not ha and not registry_cluster and not awx and not upgrade" $(E2E_ARGS)
 
 # make test: the e2e suite spends most of its time waiting for testbed machines, so the checks (lint, sanity,
-# unit, integration) run beside it, two jobs at a time, each output line whole (-Oline). The artifacts come
-# first, once: both lanes then find them cached (and tools/anvil_env.py's build lock keeps two builds apart).
+# unit, integration) run beside it, two jobs at a time, both printing as they go (make's output sync would
+# hold each suite's output until it ends). The artifacts come first, once: both lanes then find them cached
+# (and tools/anvil_env.py's build lock keeps two builds apart).
 test: setup ## everything this host can test
 	@$(MAKE) --no-print-directory artifacts artifacts-helm artifacts-files
-	@$(MAKE) --no-print-directory -j2 -Oline e2e checks
+	@$(MAKE) --no-print-directory -j2 e2e checks
 	@echo "make test: all suites passed"
 
 checks: lint sanity unit integration ## every suite of make test but the e2e one
