@@ -8,7 +8,8 @@ Runs, each through real ansible-playbook:
   1. anvil.cluster.tenant with `tenants` (N entries): first run (creates everything)
   2. the same again: no-op run (must report changed=false)
   3. a quota change in every tenant, in check mode (server-side dry run), then for real
-  4. kubernetes.core.k8s with `loop` over the same N tenants (different names), one item per tenant
+  4. one tenant's quota changed (the other N-1 as they are)
+  5. kubernetes.core.k8s with `loop` over the same N tenants (different names), one item per tenant
      whose `definition` is the list of its 7 objects: first run (and, with BENCH_K8S_NOOP=1, the re-run)
 
 It uses its own API instance ("bench-tenant", ports +20000, 1 kwok node) so the shared test instance is
@@ -151,6 +152,16 @@ def main() -> None:
             f"anvil.cluster.tenant, {N} tenants, quota change", kube_play(task, kubeconfig), {"bench_tenants": changed}
         )
         assert module_result(res)["stats"]["updated"] == N
+        one = list(changed)
+        one[N // 2] = tenant(f"ta-{N // 2:04d}", pods=70)
+        results["tenant_one"], res = timed(
+            f"anvil.cluster.tenant, {N} tenants, one tenant's quota changed",
+            kube_play(task, kubeconfig),
+            {"bench_tenants": one},
+        )
+        stats = module_result(res)["stats"]
+        assert stats["updated"] == 1 and stats["created"] == 0, stats
+        print(f"  API requests: {stats['api_requests']}", flush=True)
         print(f"  objects in the cluster (ta-*): {count_objects(kubeconfig, 'ta-')}", flush=True)
 
         # The same objects through kubernetes.core.k8s, one loop item per tenant.
