@@ -73,14 +73,12 @@ KUBECONFIG_IN_JOB = "/runner/env/tmp_anvil_kubeconfig"
 
 
 # The module's own testbed instance: `tb(...)` runs the testbed tool on it, `sh(node, cmd)` a command on a machine.
-INSTANCE = OwnInstance(TB_ENV)
+INSTANCE = OwnInstance(TB_ENV, MIRROR_ADDR)
 tb = INSTANCE.tool
 sh = INSTANCE.sh
 
 
-def add_machine(name: str, role: str) -> None:
-    tb("add", name, "--role", role)
-    sh(name, f"ip route replace {MIRROR_ADDR}/32 dev host0")
+add_machine = INSTANCE.add
 
 
 def kubectl_json(args: str) -> dict:

@@ -61,18 +61,11 @@ TIMINGS: dict[str, float] = {}
 
 
 # The module's own testbed instance: `tb(...)` runs the testbed tool on it, `sh(node, cmd)` a command on a machine.
-INSTANCE = OwnInstance(TB_ENV)
+INSTANCE = OwnInstance(TB_ENV, MIRROR_ADDR)
 tb = INSTANCE.tool
 sh = INSTANCE.sh
-
-
-def route_to_mirror(node: str) -> None:
-    sh(node, f"ip route replace {MIRROR_ADDR}/32 dev host0")
-
-
-def add_machine(name: str, role: str) -> None:
-    tb("add", name, "--role", role)
-    route_to_mirror(name)
+route_to_mirror = INSTANCE.route_to_mirror
+add_machine = INSTANCE.add
 
 
 def start_machine(name: str) -> None:

@@ -33,6 +33,8 @@ class OwnInstance:
     instance's environment (ANVIL_STATE, ANVIL_BRIDGE, ANVIL_BRIDGE_CIDR, ANVIL_TESTBED_INVENTORY, ...)."""
 
     env: dict[str, str]
+    # The mirror's address when the instance's bridge is not the mirror's: each machine gets a host route to it.
+    mirror_addr: str | None = None
 
     def tool(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         """The testbed tool on this instance; an AssertionError with its output when it fails and `check`."""
@@ -55,6 +57,16 @@ class OwnInstance:
         if check and proc.returncode != 0:
             raise AssertionError(f"{node}: {cmd!r} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
         return proc.stdout
+
+    def route_to_mirror(self, node: str) -> None:
+        """A host route from the machine to the mirror (it listens on the default testbed bridge)."""
+        if self.mirror_addr:
+            self.sh(node, f"ip route replace {self.mirror_addr}/32 dev host0")
+
+    def add(self, name: str, role: str) -> None:
+        """Boot machine `name` into the instance's inventory group `role`, with its route to the mirror."""
+        self.tool("add", name, "--role", role)
+        self.route_to_mirror(name)
 
 
 def sh(testbed, node: str, cmd: str, check: bool = True) -> str:
