@@ -729,14 +729,16 @@ def update_manifest_sha256(path: Path, rows: List[Dict[str, Any]]) -> int:
     return changed
 
 
-def _replace_sha_block(lines: List[str], comp: str, block: List[str]) -> List[str]:
-    start = None
-    for i, line in enumerate(lines):
-        if line.rstrip() == f"  {comp}:":
-            start = i
-            break
+def _component_line(lines: List[str], comp: str) -> int:
+    """Index of the line that opens component `comp` in the manifest (`  <comp>:`)."""
+    start = next((i for i, line in enumerate(lines) if line.rstrip() == f"  {comp}:"), None)
     if start is None:
         raise ManifestError(f"component {comp} not found as '  {comp}:' in the manifest")
+    return start
+
+
+def _replace_sha_block(lines: List[str], comp: str, block: List[str]) -> List[str]:
+    start = _component_line(lines, comp)
     for j in range(start + 1, len(lines)):
         line = lines[j]
         if line.strip() and not line.startswith("   ") and not line.startswith("#"):
@@ -753,9 +755,7 @@ def _replace_release_sha_block(lines: List[str], comp: str, version: str, block:
     """The `sha256:` block of release `version` under the component's `releases:` (keys at 6 spaces, the
     release's own keys at 8)."""
     where = f"release {version} of component {comp}"
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == f"  {comp}:"), None)
-    if start is None:
-        raise ManifestError(f"component {comp} not found as '  {comp}:' in the manifest")
+    start = _component_line(lines, comp)
     heads = {f"      {version}:", f'      "{version}":', f"      '{version}':"}
     in_releases = False
     release_at = None
